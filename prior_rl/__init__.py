@@ -1,0 +1,2 @@
+"""prior_rl: reinforcement learning with LLM priors, in JAX."""
+__version__ = "0.1.0"
