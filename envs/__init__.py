@@ -9,4 +9,11 @@ register("overcooked-tomato-lettuce-onion-salad", "envs.overcooked:TomatoLettuce
 register("frozen-lake", "envs.frozen_lake:FrozenLake")
 register("alfworld-pick", "envs.alfworld:AlfworldPick")
 
-__all__ = ["EpisodeFinishedError", "TextEnv", "TextObservation", "make", "names", "register"]
+from envs.gym_wrapper import register_gym_ids  # noqa: E402  (needs the registry above)
+from envs.vector import VectorEnv, VectorStep  # noqa: E402
+
+register_gym_ids()
+
+__all__ = [
+    "EpisodeFinishedError", "TextEnv", "TextObservation", "VectorEnv", "VectorStep", "make", "names", "register",
+]

@@ -1,0 +1,98 @@
+"""Step N copies of a text environment and hand back stacked numpy arrays plus the texts.
+
+The learners consume fixed-shape arrays (rewards, terminations, admissible-action counts), while the prior and
+the encoder consume the texts; this runner produces both in one call. Finished copies reset automatically:
+the returned observation of a finished copy is the first observation of its next episode, and the last
+observation of the finished episode is kept in ``final_observations`` (as gymnasium's vector envs do).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from envs.base import TextEnv, TextObservation
+from envs.registry import make
+
+
+@dataclass
+class VectorStep:
+    """One step of N copies. Arrays have shape [N]."""
+
+    observations: list[TextObservation]
+    rewards: np.ndarray  # float32 [N]
+    terminated: np.ndarray  # bool [N]
+    truncated: np.ndarray  # bool [N]
+    success: np.ndarray  # bool [N]
+    num_actions: np.ndarray  # int32 [N], admissible actions of each returned observation
+    final_observations: list[TextObservation | None]  # last observation of a finished episode, else None
+    infos: list[dict[str, Any]]
+
+    @property
+    def prompts(self) -> list[str]:
+        return [o.prompt for o in self.observations]
+
+    @property
+    def actions(self) -> list[tuple[str, ...]]:
+        return [o.actions for o in self.observations]
+
+
+class VectorEnv:
+    """N independent copies of one environment, stepped in lock-step (sequentially, in this process).
+
+    ``VectorEnv("overcooked-tomato-salad", 8, max_macro_steps=31)`` or ``VectorEnv(factory, 8)``.
+    """
+
+    def __init__(self, env: str | Callable[[], TextEnv], num_envs: int, **options: Any):
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        factory = (lambda: make(env, **options)) if isinstance(env, str) else env
+        self.envs: list[TextEnv] = [factory() for _ in range(num_envs)]
+        self.num_envs = num_envs
+        self._seed: int | None = None
+        self._episodes = np.zeros(num_envs, dtype=np.int64)
+        self.observations: list[TextObservation] = []
+
+    def _episode_seed(self, i: int) -> int | None:
+        # Distinct, reproducible seeds per copy and per episode.
+        if self._seed is None:
+            return None
+        return int(np.random.SeedSequence([self._seed, i, int(self._episodes[i])]).generate_state(1)[0])
+
+    def reset(self, seed: int | None = None) -> tuple[list[TextObservation], list[dict[str, Any]]]:
+        self._seed = seed
+        self._episodes[:] = 0
+        results = [env.reset(seed=self._episode_seed(i)) for i, env in enumerate(self.envs)]
+        self.observations = [obs for obs, _ in results]
+        return self.observations, [info for _, info in results]
+
+    def step(self, actions: Sequence[int | str] | np.ndarray) -> VectorStep:
+        if len(actions) != self.num_envs:
+            raise ValueError(f"expected {self.num_envs} actions (one per copy), got {len(actions)}")
+        n = self.num_envs
+        rewards = np.zeros(n, np.float32)
+        terminated = np.zeros(n, bool)
+        truncated = np.zeros(n, bool)
+        success = np.zeros(n, bool)
+        finals: list[TextObservation | None] = [None] * n
+        infos: list[dict[str, Any]] = []
+        observations = []
+        for i, (env, action) in enumerate(zip(self.envs, actions)):
+            action = action if isinstance(action, str) else int(action)
+            obs, reward, term, trunc, info = env.step(action)
+            rewards[i], terminated[i], truncated[i], success[i] = reward, term, trunc, info["success"]
+            if term or trunc:
+                finals[i] = obs
+                self._episodes[i] += 1
+                obs, _ = env.reset(seed=self._episode_seed(i))
+            observations.append(obs)
+            infos.append(info)
+        self.observations = observations
+        num_actions = np.array([len(o.actions) for o in observations], np.int32)
+        return VectorStep(observations, rewards, terminated, truncated, success, num_actions, finals, infos)
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
