@@ -482,6 +482,8 @@ def test_bad_states_and_options_are_clear_errors():
         env.set_state([0, 5, 0, 1, 6, 0, 2, 6, 0, 6, 5, 0, 4])
     with pytest.raises(ValueError, match="chop count"):
         env.set_state([0, 5, 4, 1, 6, 0, 2, 6, 0, 6, 5, 1, 4])
+    with pytest.raises(ValueError, match="must be ints"):
+        env.set_state([0, 5, 0, 1, 6, 0, 2, 6, 0, 6, 5, 1, 4.0])
     with pytest.raises(ValueError, match="task 0"):
         env.set_state(initial_state(0))
     with pytest.raises(ValueError, match="env_step"):

@@ -120,9 +120,9 @@ def validate_world(task_id: int, world: Sequence[int]) -> tuple[int, ...]:
             f"overcooked task {task_id}: a state has {spec.world_size} ints "
             f"({', '.join(f'{f} x,y,chops' for f in spec.foods)}, plate x,y, agent x,y), got {len(values)}: {values}"
         )
-    if not all(isinstance(v, int) or (hasattr(v, "__index__") and not isinstance(v, bool)) for v in values):
+    if any(isinstance(v, bool) or not hasattr(v, "__index__") for v in values):
         raise ValueError(f"overcooked task {task_id}: state entries must be ints, got {values}")
-    values = tuple(int(v) for v in values)
+    values = tuple(int(v.__index__()) for v in values)
     if not all(0 <= v <= 6 for v in values):
         raise ValueError(f"overcooked task {task_id}: coordinates must lie in 0..6 (7×7 map), got {values}")
     for i, food in enumerate(spec.foods):

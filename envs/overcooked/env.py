@@ -50,7 +50,8 @@ class OvercookedEnv(TextEnv):
         episode once the macro that crosses it has finished.
     """
 
-    task_id: int = 0
+    name = "overcooked"
+    task_id: int = 0  # subclasses pick the task
 
     def __init__(self, max_macro_steps: int | None = None, horizon: int = HORIZON):
         super().__init__(max_episode_steps=max_macro_steps)
