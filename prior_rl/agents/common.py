@@ -1,0 +1,103 @@
+"""Pieces shared by the learning agents: optimiser, target-network updates and the compiled multi-update step.
+
+Every learning agent exposes a ``loss(params, state, batch, num_shards=1) -> (loss, metrics)`` over one minibatch
+and an ``apply_gradients(state, grads) -> state``. :func:`make_update_step` turns the pair into one gradient step;
+:func:`scan_updates` runs many of them in one compiled call over batches with a leading [num_updates] axis.
+``prior_rl.parallel`` builds the data-parallel step from the same two functions.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+PyTree = Any
+LossFn = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
+
+
+class Agent(NamedTuple):
+    """What ``make_*`` factories return. All functions are pure; ``update`` is jitted.
+
+    config:          the agent's frozen config
+    network:         the flax module (``network.apply(params, ...)``)
+    init:            (key, *example inputs) -> state
+    act:             (state, key, ...) -> action(s) (see each agent)
+    loss:            (params, state, batch, num_shards=1) -> (scalar loss, metrics)
+    apply_gradients: (state, grads) -> state   (optimizer step, step counter, target-network update)
+    update_step:     (state, batch) -> (state, metrics)   one minibatch, not jitted
+    update:          (state, batches) -> (state, metrics)  jitted scan over batches[num_updates, ...];
+                     metrics are stacked [num_updates]
+    """
+
+    config: Any
+    network: Any
+    init: Callable[..., Any]
+    act: Callable[..., Any]
+    loss: LossFn
+    apply_gradients: Callable[[Any, PyTree], Any]
+    update_step: Callable[[Any, Any], tuple[Any, dict[str, jax.Array]]]
+    update: Callable[[Any, Any], tuple[Any, dict[str, jax.Array]]]
+
+
+def make_optimizer(
+    learning_rate: float = 5e-4, weight_decay: float = 0.01, max_grad_norm: Optional[float] = 1.0
+) -> optax.GradientTransformation:
+    """Global-norm gradient clipping, then AdamW with PyTorch's defaults (β = (0.9, 0.999), eps 1e-8, decoupled
+    weight decay scaled by the learning rate), as in the reference (method.md §3.6)."""
+    adamw = optax.adamw(learning_rate, b1=0.9, b2=0.999, eps=1e-8, weight_decay=weight_decay)
+    if max_grad_norm is None:
+        return adamw
+    return optax.chain(optax.clip_by_global_norm(max_grad_norm), adamw)
+
+
+def polyak_update(target: PyTree, online: PyTree, tau: float) -> PyTree:
+    """θ̄ ← (1 − τ)·θ̄ + τ·θ  (τ = 1 copies)."""
+    return jax.tree.map(lambda t, o: (1.0 - tau) * t + tau * o, target, online)
+
+
+def periodic_hard_update(target: PyTree, online: PyTree, step: jax.Array, period: int) -> PyTree:
+    """θ̄ ← θ when ``step`` (the number of gradient steps taken, counting this one) is a multiple of ``period``."""
+    copy = (step % period) == 0
+    return jax.tree.map(lambda t, o: jnp.where(copy, o, t), target, online)
+
+
+def make_update_step(
+    loss_fn: LossFn,
+    apply_gradients: Callable[[Any, PyTree], Any],
+    *,
+    axis_name: Optional[str] = None,
+    num_shards: int = 1,
+) -> Callable[[Any, Any], tuple[Any, dict[str, jax.Array]]]:
+    """One gradient step on one minibatch.
+
+    With ``axis_name`` (inside ``jax.shard_map``) the *loss* is pmean-ed before differentiation, so the gradient
+    w.r.t. the replicated parameters is the full-batch gradient (llm-offline.md §8.3: pmean-ing the gradients of
+    local losses instead gives n× the gradient under check_vma).
+    """
+
+    def step(state, batch):
+        def objective(params):
+            loss, metrics = loss_fn(params, state, batch, num_shards=num_shards)
+            if axis_name is not None:
+                loss = lax.pmean(loss, axis_name)
+                metrics = lax.pmean(metrics, axis_name)
+            return loss, metrics
+
+        (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+        metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads))
+        return apply_gradients(state, grads), metrics
+
+    return step
+
+
+def scan_updates(update_step: Callable[[Any, Any], tuple[Any, dict]]) -> Callable[[Any, Any], tuple[Any, dict]]:
+    """(state, batches[num_updates, ...]) -> (state, metrics[num_updates]) as one ``lax.scan``."""
+
+    def update(state, batches):
+        return lax.scan(update_step, state, batches)
+
+    return update
