@@ -63,7 +63,9 @@ class PriorCandidates:
         self.prior, self.k, self.mode = prior, int(k), mode
 
     def __call__(self, rng, observations):
-        idx = np.asarray(self.prior.candidates(rng, list(observations), self.k, mode=self.mode), np.int32)
+        # the host generator seeds the prior's jax key, so a run's candidates follow from its seed
+        seed = int(rng.integers(2**31))
+        idx = np.asarray(self.prior.candidates(seed, list(observations), self.k, mode=self.mode), np.int32)
         return idx, np.ones(idx.shape, bool)
 
 

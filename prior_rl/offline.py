@@ -59,6 +59,8 @@ class OfflineConfig:
     k: int = 5
     prior_mode: str = "exact"
     prior_temperature: float = 1.0
+    prompt: str = "env"
+    length_normalize: bool = True
     max_candidates: int = 8
     max_episode_steps: Optional[int] = None
     env_options: tuple[tuple[str, Any], ...] = ()
@@ -157,7 +159,7 @@ def train_offline(config: OfflineConfig, on_log: Optional[Callable[[dict], None]
     encoder = load_text_encoder(config.encoder)
     featurizer = Featurizer(encoder, config.style)
     if config.algo == "cql-prior":
-        source = PriorCandidates(load_prior(config.llm, config.prior_temperature), config.k, config.prior_mode)
+        source = PriorCandidates(load_prior(config.llm, config.prior_temperature, config.prompt, config.length_normalize), config.k, config.prior_mode)
         make = make_cql_prior
     else:
         source = AllActions(pad_width(config.max_candidates))

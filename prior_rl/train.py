@@ -94,6 +94,8 @@ class TrainConfig:
     k: int = 5
     prior_mode: str = "exact"
     prior_temperature: float = 1.0
+    prompt: str = "env"
+    length_normalize: bool = True
     llm_sample: bool = False
     max_candidates: int = 8
     # value-based
@@ -101,7 +103,7 @@ class TrainConfig:
     buffer_capacity: int = 4000
     learning_starts: int = 100
     train_every: int = 20
-    updates_per_train: int = 20
+    updates_per_train: int = 8
     epsilon: float = 0.2
     epsilon_final: float = 0.05
     epsilon_decay_steps: int = 1000
@@ -172,17 +174,39 @@ def make_env(config: TrainConfig, **extra: Any) -> envs.TextEnv:
 _MODELS: dict[tuple[str, ...], Any] = {}
 
 
-def load_prior(llm: str, temperature: float = 1.0) -> Any:
-    key = ("prior", llm, str(temperature))
+PROMPTS = ("env", "paper", "chat")
+
+
+def load_prior(llm: str, temperature: float = 1.0, prompt: str = "env", normalize: bool = True) -> Any:
+    """The LLM prior, loaded once per process, with a prompt cache.
+
+    prompt "env": the environment's own prompt (``obs.prompt``; for Overcooked TWOSOME's text ending in "you
+    should first"), each action scored as its continuation; "paper": RL-LLM-Prior's query (task, history,
+    observation, the admissible list, "Action:"); "chat": the paper's query in the model's chat template.
+    normalize: score an action by its mean token log-prob (TWOSOME's length normalisation) instead of the sum.
+    With SmolLM2-135M the "env" prompt with normalisation covers the expert action best (RESULTS.md).
+    """
+    if prompt not in PROMPTS:
+        raise ValueError(f"unknown prompt {prompt!r}; valid prompts are: {', '.join(PROMPTS)}")
+    key = ("prior", llm, str(temperature), prompt, str(normalize))
     if key not in _MODELS:
+        from prior_rl.cache import PriorCache
         from prior_rl.prior import ActionPrior
+        from prior_rl.prompts import PromptBuilder
         from prior_rl.weights import load_llm
 
         base = ("llm", llm)
         if base not in _MODELS:
             _MODELS[base] = load_llm(llm)
-        _MODELS[key] = ActionPrior(_MODELS[base], temperature=temperature)
+        prompt_fn = {"env": _env_prompt, "paper": PromptBuilder(), "chat": PromptBuilder(chat=True)}[prompt]
+        # the cache makes a revisited prompt cost no LLM call; its misses are the LLM calls we report
+        _MODELS[key] = ActionPrior(_MODELS[base], prompt_fn=prompt_fn, cache=PriorCache(), normalize=normalize,
+                                   temperature=temperature)
     return _MODELS[key]
+
+
+def _env_prompt(obs: envs.TextObservation) -> str:
+    return obs.prompt
 
 
 def load_text_encoder(spec: str) -> Any:
@@ -321,7 +345,8 @@ def _unpack(text: str) -> Any:
 
 def _train_value_based(config: TrainConfig, on_log) -> TrainResult:
     run = _Run(config)
-    prior = load_prior(config.llm, config.prior_temperature) if config.algo in PRIOR_ALGOS else None
+    prior = (load_prior(config.llm, config.prior_temperature, config.prompt, config.length_normalize)
+             if config.algo in PRIOR_ALGOS else None)
     encoder = load_text_encoder(config.encoder) if config.algo in VALUE_ALGOS else None
     featurizer = Featurizer(encoder, config.style) if encoder is not None else None
     policy = _Policy(config, prior, featurizer)
@@ -472,6 +497,8 @@ def _train_value_based(config: TrainConfig, on_log) -> TrainResult:
                 run.log(row, on_log)
             next_log += config.log_every
 
+    if run.manager is not None and agent is not None and not ckpt.step_path(run.manager.directory, updates).exists():
+        save_checkpoint()  # the final state, so a finished run can be inspected or compared
     agent_state_ref[0] = agent_state
     final = evaluate(config, act_batch, max(config.eval_episodes, 1), seed=20_000 + config.seed * 1000)
     row = {"env_steps": env_steps, "updates": updates, "episodes": episodes, **final, **last_metrics}
@@ -506,7 +533,7 @@ def _gae(rewards, terminated, truncated, values, next_values, last_values, gamma
 def _train_ppo(config: TrainConfig, on_log) -> TrainResult:
     run = _Run(config)
     uses_prior = config.algo == "ppo-prior"
-    prior = load_prior(config.llm, config.prior_temperature) if uses_prior else None
+    prior = load_prior(config.llm, config.prior_temperature, config.prompt, config.length_normalize) if uses_prior else None
     encoder = load_text_encoder(config.encoder)
     featurizer = Featurizer(encoder, config.style)
     policy = _Policy(config, prior, featurizer)
