@@ -42,6 +42,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-episode-steps", type=_optional_int, default=None,
                    help="per-episode step cap (default: 31 Tomato, 51 Salad, 20 Frozen Lake, 50 ALFWorld)")
     p.add_argument("--eval-episodes", type=int, default=10)
+    p.add_argument("--devices", type=int, default=1,
+                   help="run each update data-parallel over this many devices (the minibatch is split)")
     p.add_argument("--run-dir", default=None, help="where logs, plots and checkpoints go")
     p.add_argument("--checkpoint-every", type=int, default=0, help="updates between checkpoints (0 = none)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --run-dir")
@@ -102,7 +104,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     common = dict(env=env, seed=args.seed, llm=args.llm, encoder=args.encoder, k=args.k, prior_mode=args.prior_mode,
                   prompt=args.prompt, length_normalize=not args.sum_logprobs,
                   feature_style=args.feature_style, max_episode_steps=args.max_episode_steps,
-                  eval_episodes=args.eval_episodes, run_dir=run_dir, checkpoint_every=args.checkpoint_every,
+                  eval_episodes=args.eval_episodes, devices=args.devices, run_dir=run_dir,
+                  checkpoint_every=args.checkpoint_every,
                   resume=args.resume, progress=not args.no_progress)
     try:
         if args.command == "train":

@@ -33,6 +33,7 @@ from prior_rl.train import (
     load_prior,
     load_text_encoder,
     make_env,
+    make_replay_update,
 )
 
 OFFLINE_ALGOS = ("cql-prior", "cql")
@@ -62,6 +63,7 @@ class OfflineConfig:
     prompt: str = "env"
     length_normalize: bool = True
     max_candidates: int = 8
+    devices: int = 1
     max_episode_steps: Optional[int] = None
     env_options: tuple[tuple[str, Any], ...] = ()
     updates: int = 10_000
@@ -175,10 +177,7 @@ def train_offline(config: OfflineConfig, on_log: Optional[Callable[[dict], None]
     table = featurizer.device_table()
     per_dispatch = min(config.updates_per_dispatch, config.eval_every)
 
-    @jax.jit
-    def update(state, key):
-        batch = replay.sample(buffer, key, per_dispatch, config.batch_size)
-        return agent.update(state, replay.materialize(batch, table))
+    replay_update = make_replay_update(agent, per_dispatch, config.batch_size, config.devices)
 
     state_ref = [state]
 
@@ -201,7 +200,7 @@ def train_offline(config: OfflineConfig, on_log: Optional[Callable[[dict], None]
         if updates >= config.updates:
             break
         key, sub = jax.random.split(key)
-        state, metrics = update(state, sub)
+        state, metrics = replay_update(state, buffer, table, sub)
         updates += per_dispatch
         run.advance(per_dispatch)
         loss = float(metrics["loss"][-1])

@@ -98,6 +98,7 @@ class TrainConfig:
     length_normalize: bool = True
     llm_sample: bool = False
     max_candidates: int = 8
+    devices: int = 1
     # value-based
     batch_size: int = 64
     buffer_capacity: int = 4000
@@ -272,6 +273,30 @@ def evaluate(config: Any, act_fn: Callable, episodes: int, seed: int) -> dict[st
             "eval_length": float(np.mean(lengths))}
 
 
+def make_replay_update(agent: Any, num_updates: int, batch_size: int, devices: int = 1) -> Callable:
+    """``update(state, buffer, table, key) -> (state, metrics[num_updates])``: sample [U, B] rows from the replay
+    buffer, gather their features from ``table`` and run U scanned updates — on one device, or data-parallel over
+    ``devices`` (the minibatch split across a mesh, parameters replicated; ``prior_rl.parallel``)."""
+    if devices <= 1:
+        @jax.jit
+        def update(state, buffer, table, key):
+            return agent.update(state, replay.materialize(replay.sample(buffer, key, num_updates, batch_size), table))
+
+        return update
+    from prior_rl.parallel import make_mesh, make_sharded_update, shard_batches
+
+    mesh = make_mesh(devices)
+    sharded = make_sharded_update(agent, mesh)
+    draw = jax.jit(lambda buffer, table, key: replay.materialize(
+        replay.sample(buffer, key, num_updates, batch_size), table))
+
+    def update(state, buffer, table, key):
+        # blocking each multi-device call keeps fake CPU devices out of the all-reduce deadlock (llm-offline §8.4)
+        return jax.block_until_ready(sharded(state, shard_batches(draw(buffer, table, key), mesh)))
+
+    return update
+
+
 # --------------------------------------------------------------------------------------------------------------
 def train(config: TrainConfig, on_log: Optional[Callable[[dict], None]] = None) -> TrainResult:
     """Run ``config`` to ``config.env_steps`` environment samples; see the module docstring."""
@@ -384,10 +409,7 @@ def _train_value_based(config: TrainConfig, on_log) -> TrainResult:
                                        np.zeros(k, bool))
     buffer = replay.init(example, config.buffer_capacity)
 
-    @jax.jit
-    def update(state, buffer, table, key):
-        batch = replay.sample(buffer, key, config.updates_per_train, config.batch_size)
-        return agent.update(state, replay.materialize(batch, table))
+    update = make_replay_update(agent, config.updates_per_train, config.batch_size, config.devices) if agent else None
 
     env_steps = updates = episodes = 0
     obs, _ = vec.reset(seed=config.seed)

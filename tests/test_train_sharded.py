@@ -1,0 +1,35 @@
+"""The training loops' data-parallel path gives the single-device result (2 forced CPU devices, subprocess)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SCRIPT = r"""
+import json, sys
+import jax, numpy as np
+from prior_rl.offline import OfflineConfig, train_offline
+out = {}
+for devices in (1, 2):
+    r = train_offline(OfflineConfig(env="frozen-lake", algo="cql", dataset_size=200, updates=60, eval_every=20,
+                                    updates_per_dispatch=20, batch_size=32, eval_episodes=1, devices=devices,
+                                    progress=False, tensorboard=False, seed=1))
+    out[devices] = [np.asarray(x).tolist() for x in jax.tree.leaves(r.agent_state.params)]
+print("RESULT" + json.dumps(out))
+"""
+
+
+def test_offline_cql_on_two_devices_equals_one_device():
+    env = dict(os.environ, PYTHONPATH=str(ROOT), XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))
+    result = json.loads(line[len("RESULT"):])
+    import numpy as np
+
+    for a, b in zip(result["1"], result["2"]):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
