@@ -210,4 +210,4 @@ def train_offline(config: OfflineConfig, on_log: Optional[Callable[[dict], None]
         info.update(loss=loss, q_mean=float(metrics["q_mean"][-1]), cql=float(metrics.get("cql", [0.0])[-1]))
     run.finish()
     final = {k: v for k, v in run.history[-1].items() if k.startswith("eval") or k.startswith("best")}
-    return TrainResult(config, run.history, final, state, run.run_dir, time.perf_counter() - run.t0)
+    return TrainResult(config, run.history, final, state, run.run_dir, time.perf_counter() - run.t0, act_batch)

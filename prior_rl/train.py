@@ -154,12 +154,17 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    config: TrainConfig
+    """config; history: every logged row; final_eval: the last evaluation; agent_state: final parameters;
+    act: ``(rng, observations) -> action indices`` with the final parameters (greedy), e.g. to evaluate on
+    other tasks: ``evaluate(dataclasses.replace(config, env_options=...), result.act, episodes, seed)``."""
+
+    config: Any
     history: list[dict[str, Any]]
     final_eval: dict[str, float]
     agent_state: Any
     run_dir: Optional[Path]
     wall_s: float
+    act: Optional[Callable] = None
 
 
 def make_env(config: TrainConfig, **extra: Any) -> envs.TextEnv:
@@ -529,7 +534,7 @@ def _train_value_based(config: TrainConfig, on_log) -> TrainResult:
     run.log(row, on_log)
     run.finish()
     vec.close()
-    return TrainResult(config, run.history, final, agent_state, run.run_dir, time.perf_counter() - run.t0)
+    return TrainResult(config, run.history, final, agent_state, run.run_dir, time.perf_counter() - run.t0, act_batch)
 
 
 def _gae(rewards, terminated, truncated, values, next_values, last_values, gamma, lam):
@@ -659,4 +664,4 @@ def _train_ppo(config: TrainConfig, on_log) -> TrainResult:
     run.log({"env_steps": env_steps, "updates": updates, "episodes": episodes, **final, **last_metrics}, on_log)
     run.finish()
     vec.close()
-    return TrainResult(config, run.history, final, agent_state, run.run_dir, time.perf_counter() - run.t0)
+    return TrainResult(config, run.history, final, agent_state, run.run_dir, time.perf_counter() - run.t0, act_batch)
