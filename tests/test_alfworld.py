@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("textworld", reason="the ALFWorld engine is not installed (see envs/alfworld/README.md)")
-pytest.importorskip("alfworld", reason="the ALFWorld engine is not installed (see envs/alfworld/README.md)")
+# Through envs.alfworld, not `import alfworld`: that would export ALFWORLD_DATA into this process.
+pytest.importorskip("envs.alfworld", reason="the ALFWorld engine is not installed (see envs/alfworld/README.md)")
 
 import envs  # noqa: E402
 from envs.alfworld import AlfworldDataError, AlfworldPick, _engine, expert, generate, parse_cache  # noqa: E402
@@ -62,6 +62,8 @@ def _play_expert(env: AlfworldPick, seed: int) -> tuple[list[str], dict]:
 def test_pinned_engine_versions_are_installed():
     # The parsing cache patches textworld 1.7.0 privates and the generator reads alfworld 0.4.2's tables.
     assert _engine.installed_versions() == _engine.PINNED
+    pins = (Path(_engine.__file__).parent / "requirements.txt").read_text()
+    assert all(f"{name}=={version}" in pins for name, version in _engine.PINNED.items())
 
 
 def test_light_install_imports_nothing_heavy_and_leaves_alfworld_data_unset(root: Path):
