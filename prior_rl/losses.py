@@ -237,7 +237,8 @@ def ppo_loss(
     ent = jnp.mean(jax.vmap(entropy)(logits, mask))
     metrics = {"pg_loss": pg, "value_loss": vl, "entropy": ent,
                "approx_kl_old": jnp.mean(logp_old_t - logp_t),
-               "clip_frac": jnp.mean((jnp.abs(jnp.exp(logp_t - logp_old_t) - 1.0) > clip_eps).astype(jnp.float32))}
+               "clip_frac": jnp.mean((jnp.abs(jnp.exp(logp_t - logp_old_t) - 1.0) > clip_eps)
+                                     .astype(jnp.float32))}
     loss = pg + vf_coef * vl - ent_coef * ent
     if prior_logp is not None:
         kl = jnp.mean(jax.vmap(kl_to_prior)(logits, prior_logp, mask))

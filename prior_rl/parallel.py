@@ -17,11 +17,10 @@ from typing import Any, Callable, Optional
 
 import jax
 import numpy as np
-from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from prior_rl.agents.common import Agent, make_update_step
+from prior_rl.agents.common import Agent, make_update_step, scan_updates
 
 PyTree = Any
 
@@ -47,7 +46,8 @@ def shard_batches(batches: PyTree, mesh: Mesh, axis_name: str = "data") -> PyTre
 
 
 def make_sharded_update(agent: Agent, mesh: Mesh, axis_name: str = "data") -> Callable[[Any, Any], tuple[Any, dict]]:
-    """``update(state, batches[U, B, ...]) -> (state, metrics[U])``, data-parallel over ``mesh``.
+    """``update(state, batches[U, B, ...], table=None) -> (state, metrics[U])``, data-parallel over ``mesh``
+    (the feature ``table``, when the batches hold rows into one, is replicated).
 
     Same semantics as ``agent.update``; the result equals it up to float reassociation (~1e-6).
     """
@@ -55,16 +55,15 @@ def make_sharded_update(agent: Agent, mesh: Mesh, axis_name: str = "data") -> Ca
         raise ValueError("reference_broadcast_bug couples every sample to the whole batch: it has no sharded form")
     n = mesh.shape[axis_name]
     step = make_update_step(agent.loss, agent.apply_gradients, axis_name=axis_name, num_shards=n)
+    update_fn = scan_updates(step, agent.prepare)  # with a table: per-step gather of the local shard's rows
 
-    def per_shard(state, batches):
-        return lax.scan(step, state, batches)
+    sharded = jax.jit(jax.shard_map(update_fn, mesh=mesh, in_specs=(P(), P(None, axis_name), P()),
+                                    out_specs=(P(), P())))
 
-    sharded = jax.jit(jax.shard_map(per_shard, mesh=mesh, in_specs=(P(), P(None, axis_name)), out_specs=(P(), P())))
-
-    def update(state, batches):
+    def update(state, batches, table=None):
         b = jax.tree.leaves(batches)[0].shape[1]
         if b % n:
             raise ValueError(f"batch size {b} is not divisible by the {n} devices of the mesh")
-        return sharded(state, batches)
+        return sharded(state, batches, table)
 
     return update

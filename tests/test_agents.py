@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from prior_rl import agents, losses
-from prior_rl.replay import Transition
+from prior_rl.replay import IndexedTransition, Transition, materialize
 
 T, F = True, False
 
@@ -109,6 +109,32 @@ def test_scan_update_equals_sequential_steps_and_compiles_once():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     agent.update(scanned, batches)
     assert agent.update._cache_size() == 1
+
+
+def test_update_with_feature_table_equals_materialized_batches():
+    rng = np.random.default_rng(4)
+    table = jnp.asarray(rng.normal(size=(30, 8)), jnp.float32)
+    U, B, k = 3, 16, 4
+    rows = lambda *s: jnp.asarray(rng.integers(0, 30, s), jnp.int32)
+    indexed = IndexedTransition(rows(U, B), rows(U, B, k), jnp.asarray(rng.random((U, B, k)) < 0.8).at[..., 0].set(T),
+                                jnp.asarray(rng.normal(size=(U, B)), jnp.float32), jnp.ones((U, B)), rows(U, B, k),
+                                jnp.ones((U, B, k), bool))
+    agent = agents.make_cql_prior()
+    state = agent.init(jax.random.key(0), 8)
+    a, ma = agent.update(state, indexed, table)
+    b, mb = agent.update(state, materialize(indexed, table))
+    for x, y in zip(jax.tree.leaves((a, ma)), jax.tree.leaves((b, mb))):
+        np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+    # PPO: act_feat as rows into the table
+    ppo = agents.make_ppo_prior()
+    ps = ppo.init(jax.random.key(0), 8, k)
+    f = lambda *s: jnp.asarray(rng.normal(size=s), jnp.float32)
+    pb = agents.PPOBatch(rows(U, B, k), jnp.ones((U, B, k), bool), jnp.zeros((U, B), jnp.int32), f(U, B) - 1,
+                         f(U, B), f(U, B), f(U, B), jax.nn.log_softmax(f(U, B, k)))
+    a, _ = ppo.update(ps, pb, table)
+    b, _ = ppo.update(ps, pb._replace(act_feat=table[pb.act_feat]))
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
 
 
 def test_cql_loss_composition_matches_losses_module():

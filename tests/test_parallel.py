@@ -25,7 +25,7 @@ SCRIPT = textwrap.dedent("""
     import json
     import jax, jax.numpy as jnp, numpy as np
     from prior_rl import agents, losses, parallel
-    from prior_rl.replay import Transition
+    from prior_rl.replay import IndexedTransition, Transition
 
     assert len(jax.devices()) == 4, jax.devices()
     U, B, k, D, n = 3, 16, 5, 12, 4
@@ -37,25 +37,31 @@ SCRIPT = textwrap.dedent("""
     ppo_batches = agents.PPOBatch(r(U, B, n, D), m(U, B, n), jnp.zeros((U, B), jnp.int32), r(U, B) - 1.0,
                                   r(U, B), r(U, B), r(U, B),
                                   jax.nn.log_softmax(r(U, B, n), axis=-1))
+    table = r(40, D)
+    rows = lambda *s: jnp.asarray(rng.integers(0, 40, s), jnp.int32)
+    indexed = IndexedTransition(rows(U, B), rows(U, B, k), m(U, B, k), r(U, B), jnp.ones((U, B)), rows(U, B, k),
+                                m(U, B, k))
     cases = {
         "dqn_prior_sum": (agents.make_dqn_prior(), (D,), q_batches),
         "dqn_mean_hard": (agents.make_dqn(td_reduction="mean", target_update="hard", target_period=2), (D,),
                           q_batches),
         "cql_prior": (agents.make_cql_prior(), (D,), q_batches),
         "ppo_prior": (agents.make_ppo_prior(vf_clip=0.2), (D, n), ppo_batches),
+        "cql_prior_table": (agents.make_cql_prior(), (D,), indexed),
     }
     out = {}
     for name, (agent, init_args, batches) in cases.items():
+        tbl = table if name.endswith("_table") else None
         state = agent.init(jax.random.key(0), *init_args)
-        ref, ref_m = jax.block_until_ready(agent.update(state, batches))
+        ref, ref_m = jax.block_until_ready(agent.update(state, batches, tbl))
         for ndev in (2, 4):
             mesh = parallel.make_mesh(ndev)
             update = parallel.make_sharded_update(agent, mesh)
             got, got_m = jax.block_until_ready(
-                update(parallel.replicate(state, mesh), parallel.shard_batches(batches, mesh)))
+                update(parallel.replicate(state, mesh), parallel.shard_batches(batches, mesh), tbl))
             # a second call from the sharded state, blocked again
-            got2, _ = jax.block_until_ready(update(got, parallel.shard_batches(batches, mesh)))
-            ref2, _ = jax.block_until_ready(agent.update(ref, batches))
+            got2, _ = jax.block_until_ready(update(got, parallel.shard_batches(batches, mesh), tbl))
+            ref2, _ = jax.block_until_ready(agent.update(ref, batches, tbl))
             diff = lambda a, b: max(float(jnp.max(jnp.abs(x - y))) for x, y in
                                     zip(jax.tree.leaves(a), jax.tree.leaves(b)))
             out[f"{name}/{ndev}"] = {
@@ -84,7 +90,7 @@ def sharded_results():
 
 
 @pytest.mark.parametrize("ndev", [2, 4])
-@pytest.mark.parametrize("case", ["dqn_prior_sum", "dqn_mean_hard", "cql_prior", "ppo_prior"])
+@pytest.mark.parametrize("case", ["dqn_prior_sum", "dqn_mean_hard", "cql_prior", "ppo_prior", "cql_prior_table"])
 def test_sharded_update_equals_single_device(sharded_results, case, ndev):
     r = sharded_results[f"{case}/{ndev}"]
     assert r["moved"] > 1e-4  # the update did change the parameters

@@ -74,7 +74,7 @@ def make_llm_policy(config: LLMPolicyConfig = LLMPolicyConfig()) -> Agent:
     def update_step(state: LLMPolicyState, batch):
         return LLMPolicyState(state.step + 1), {}
 
-    def update(state: LLMPolicyState, batches):
+    def update(state: LLMPolicyState, batches, table=None):
         u = jax.tree.leaves(batches)[0].shape[0] if jax.tree.leaves(batches) else 0
         return LLMPolicyState(state.step + u), {}
 

@@ -10,8 +10,8 @@ Advantages are *not* normalised inside the loss (a batch statistic would differ 
 shards); normalise them once per rollout with :func:`prior_rl.losses.normalize_advantages`. GAE:
 :func:`prior_rl.losses.generalized_advantage_estimation`. Minibatch epochs: :func:`make_minibatches`.
 
-GFlan's policy is itself an LLM, so it starts at the LLM's distribution; ``add_prior_logits=True`` reproduces
-that start for both PPO (no KL) and PPO-Prior. ``make_ppo`` defaults to a from-scratch policy (pure RL),
+GFlan's policy is itself an LLM, so it starts at the LLM's distribution; ``add_prior_logits=True``
+reproduces that start for both PPO (no KL) and PPO-Prior. ``make_ppo`` defaults to a from-scratch policy (pure RL),
 ``make_ppo_prior`` to the prior-initialised one.
 """
 
@@ -88,11 +88,17 @@ class PPOBatch(NamedTuple):
     state_feat: Optional[Array] = None
 
 
+def gather_features(batch: PPOBatch, table: Array) -> PPOBatch:
+    """``act_feat`` given as int32 rows [..., n] into ``table`` [N, D] -> features [..., n, D]."""
+    return batch._replace(act_feat=jnp.take(table, batch.act_feat, axis=0))
+
+
 def make_ppo_agent(config: PPOConfig = PPOConfig()) -> Agent:
     """init(key, feat_dim: int, num_actions: int, state_dim: int | None = None) -> PPOState
     act(state, key, act_feat [..., n, D], act_mask [..., n], prior_logp=None, state_feat=None, greedy=False)
         -> (action [...] int32, logp [...], value [...])
     update(state, batches: PPOBatch with leaves [U, B, ...]) -> (state, metrics[U])
+    update(state, batches with act_feat = int32 rows [U, B, n], table [N, D]) -> same, gathered per step
     """
     net = PolicyValueNetwork(hidden=tuple(config.hidden), add_prior_logits=config.add_prior_logits,
                              init_scheme=config.init_scheme)
@@ -146,7 +152,8 @@ def make_ppo_agent(config: PPOConfig = PPOConfig()) -> Agent:
         return PPOState(params, opt_state, state.step + 1)
 
     update_step = make_update_step(loss, apply_gradients)
-    return Agent(config, net, init, act, loss, apply_gradients, update_step, jax.jit(scan_updates(update_step)))
+    update = jax.jit(scan_updates(update_step, gather_features))
+    return Agent(config, net, init, act, loss, apply_gradients, update_step, update, gather_features)
 
 
 def make_ppo(config: Optional[PPOConfig] = None, **overrides) -> Agent:

@@ -42,6 +42,7 @@ from prior_rl.agents.common import (
     scan_updates,
 )
 from prior_rl.networks import QNetwork
+from prior_rl import replay
 from prior_rl.replay import Transition
 
 Array = jax.Array
@@ -139,6 +140,7 @@ def make_q_agent(config: QConfig = QConfig()) -> Agent:
         (greedy by default; pass ``epsilon=config.epsilon`` / ``inv_temperature=config.inv_temperature`` to explore)
     q_values: ``agent.network.apply(state.params, feat [..., D]) -> [...]``
     update(state, batches: Transition with leaves [U, B, ...]) -> (state, metrics[U])
+    update(state, batches: IndexedTransition [U, B, ...], table [N, D]) -> same, gathering rows per step
     """
     net = QNetwork(hidden=tuple(config.hidden), init_scheme=config.init_scheme)
     tx = make_optimizer(config.learning_rate, config.weight_decay, config.max_grad_norm)
@@ -193,7 +195,8 @@ def make_q_agent(config: QConfig = QConfig()) -> Agent:
         return QState(params, target, opt_state, step)
 
     update_step = make_update_step(loss, apply_gradients)
-    return Agent(config, net, init, act, loss, apply_gradients, update_step, jax.jit(scan_updates(update_step)))
+    update = jax.jit(scan_updates(update_step, replay.materialize))
+    return Agent(config, net, init, act, loss, apply_gradients, update_step, update, replay.materialize)
 
 
 def make_dqn_prior(config: Optional[QConfig] = None, **overrides) -> Agent:
