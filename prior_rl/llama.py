@@ -209,11 +209,13 @@ class LlamaLM(nn.Module):
         token_mask: jax.Array,
         prefix: Prefix | None = None,
         past: Past | None = None,
+        segments: jax.Array | None = None,
     ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
         """tokens, positions, token_mask ``[B, N, T]`` -> hidden ``[B, N, T, D]``, (k, v) ``[L, B, N, T, KV, Dh]``.
 
         Current tokens attend causally to each other (padded keys masked by ``token_mask``), to every real
-        prefix token and to every filled past slot.
+        prefix token and to every filled past slot. With ``segments [B, N, T]`` (int ids), a current token only
+        sees current tokens of its own segment: several independent continuations packed into one row.
         """
         c = self.config
         T = tokens.shape[-1]
@@ -221,6 +223,8 @@ class LlamaLM(nn.Module):
         rope = rope_tables(positions, c.head_dim, c.rope_theta)
         causal = jnp.tril(jnp.ones((T, T), dtype=bool))
         cur_mask = causal[None, None] & token_mask[:, :, None, :]
+        if segments is not None:
+            cur_mask = cur_mask & (segments[..., :, None] == segments[..., None, :])
         layer_kv = (
             None if prefix is None else prefix.k,
             None if prefix is None else prefix.v,

@@ -2,8 +2,8 @@
 
 Every distinct input shape costs one XLA compilation (about 1–2 s for SmolLM2 on 2 CPU cores). Prompt lengths,
 action counts and batch sizes vary from state to state, so they are rounded up to a small set of bucket sizes
-before they reach jitted code: lengths to multiples of ``multiple`` whose step grows with the length (at most
-about 1/8 wasted above 8·multiple), counts and batch sizes to powers of two. Padding is on the right; masks are
+before they reach jitted code: lengths to multiples of ``multiple`` whose step grows with the length (eight
+buckets per doubling, so less than 1/8 is padding above 16·multiple), counts and batch sizes to powers of two. Padding is on the right; masks are
 True on real tokens.
 """
 
@@ -25,8 +25,8 @@ def bucket_length(n: int, multiple: int = 16, policy: str = "geometric") -> int:
 
     policy "multiple": the next multiple of ``multiple``.
     policy "pow2": the next power of two (at least ``multiple``).
-    policy "geometric" (default): a multiple of max(``multiple``, 2**(bit_length(n-1) - 3)), i.e. steps of
-    ``multiple`` for short sequences and eight buckets per doubling for long ones (<= 12.5% padding there).
+    policy "geometric" (default): a multiple of max(``multiple``, 2**(bit_length(n-1) - 4)), i.e. steps of
+    ``multiple`` for short sequences and eight buckets per doubling for long ones (padding < n/8 there).
     """
     if n < 0:
         raise ValueError(f"length must be >= 0, got {n}")
@@ -38,7 +38,7 @@ def bucket_length(n: int, multiple: int = 16, policy: str = "geometric") -> int:
     elif policy == "pow2":
         return next_pow2(n, multiple)
     elif policy == "geometric":
-        step = max(multiple, 1 << max((n - 1).bit_length() - 3, 0))
+        step = max(multiple, 1 << max((n - 1).bit_length() - 4, 0))
     else:
         raise ValueError(f"unknown bucketing policy {policy!r}; use 'geometric', 'multiple' or 'pow2'")
     return -(-n // step) * step
@@ -74,3 +74,28 @@ def pad_nested(
             tokens[b, a, : len(s)] = s
             mask[b, a, : len(s)] = True
     return tokens, mask
+
+
+def pack_groups(
+    groups: Sequence[Sequence[Sequence[int]]], length: int, pad_id: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pack each row's sequences end to end (no per-sequence padding) into ``length`` slots.
+
+    Returns tokens ``int32 [B, length]``, segment ids ``int32 [B, length]`` (the sequence's index within its row;
+    -1 on padding) and offsets ``int32 [B, length]`` (position within its sequence; 0 on padding).
+    """
+    tokens = np.full((len(groups), length), pad_id, dtype=np.int32)
+    segments = np.full((len(groups), length), -1, dtype=np.int32)
+    offsets = np.zeros((len(groups), length), dtype=np.int32)
+    for b, group in enumerate(groups):
+        total = sum(len(s) for s in group)
+        if total > length:
+            raise ValueError(f"row {b} has {total} tokens in all, more than the packed length {length}")
+        at = 0
+        for a, s in enumerate(group):
+            n = len(s)
+            tokens[b, at: at + n] = s
+            segments[b, at: at + n] = a
+            offsets[b, at: at + n] = np.arange(n)
+            at += n
+    return tokens, segments, offsets

@@ -5,6 +5,8 @@ Pure functions (batched over environments; ``config`` is static, everything else
 
 * :func:`action_logprobs` — log p(action | prompt) for every candidate: ``[B, A]``. Each prompt is encoded once
   (prefill) and its KV cache is shared by all its candidates (no copy per candidate).
+* :func:`packed_action_logprobs` — the same with each prompt's candidates packed end to end in one row (a
+  segment mask keeps them independent), so no compute goes to per-candidate padding; what ActionPrior uses.
 * :func:`sequence_logprobs` — the same quantity from a plain forward pass over each full prompt+action sequence
   (the no-cache path; used to check the cached one).
 * :func:`sample_actions` — ``k`` generations per prompt with a KV cache inside ``lax.while_loop``; stops at EOS
@@ -26,7 +28,7 @@ import numpy as np
 
 from envs.base import TextObservation
 from prior_rl.llama import LlamaConfig, LlamaLM, Params, Past, Prefix
-from prior_rl.padding import bucket_length, next_pow2, pad_nested, pad_sequences
+from prior_rl.padding import bucket_length, next_pow2, pack_groups, pad_sequences
 from prior_rl.prompts import PromptBuilder
 from prior_rl.weights import LLM
 
@@ -102,6 +104,50 @@ def action_logprobs(
         rest = _token_logprobs(model, params, hidden[:, :, :-1].reshape(-1, D), action_tokens[:, :, 1:].reshape(-1))
         total = total + jnp.where(amask[:, :, 1:], rest.reshape(B, A, Ta - 1), 0.0).sum(-1)
     n = amask.sum(-1)
+    score = total / jnp.maximum(n, 1) if normalize else total
+    return jnp.where(n > 0, score, -jnp.inf)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "num_actions", "normalize"))
+def packed_action_logprobs(
+    params: Params,
+    prompt_tokens: jax.Array,
+    prompt_mask: jax.Array,
+    packed_tokens: jax.Array,
+    segments: jax.Array,
+    offsets: jax.Array,
+    *,
+    config: LlamaConfig,
+    num_actions: int,
+    normalize: bool = False,
+) -> jax.Array:
+    """:func:`action_logprobs` with each prompt's candidates packed end to end in one row (no per-candidate
+    padding; see :func:`prior_rl.padding.pack_groups`). Candidates attend to their prompt's cache and causally to
+    their own tokens only (segment mask), so the result equals the padded layout's, for fewer tokens when
+    candidate lengths vary (ALFWorld).
+
+    prompt_tokens, prompt_mask: ``[B, Tp]`` right-padded. packed_tokens, segments, offsets: ``[B, L]``; segment =
+    candidate index (-1 on padding), offset = position within the candidate.
+    Returns ``[B, num_actions]``: sum (or mean if ``normalize``) of each candidate's token log-probs; ``-inf``
+    for candidate indices with no tokens.
+    """
+    model = LlamaLM(config)
+    B, L = packed_tokens.shape
+    last_logits, prefix, lengths = _prefill(model, params, prompt_tokens, prompt_mask)
+    valid = segments >= 0
+    positions = lengths[:, None] + offsets
+    hidden, _ = model.apply({"params": params}, packed_tokens[:, None], positions[:, None], valid[:, None],
+                            prefix=prefix, segments=segments[:, None])
+    hidden = hidden[:, 0]
+    D = hidden.shape[-1]
+    # A candidate's first token is predicted by the prompt's last position, every later one by its predecessor.
+    first = jnp.take_along_axis(jax.nn.log_softmax(last_logits, axis=-1), packed_tokens, axis=-1)
+    rest = _token_logprobs(model, params, hidden[:, :-1].reshape(-1, D), packed_tokens[:, 1:].reshape(-1))
+    rest = jnp.pad(rest.reshape(B, L - 1), ((0, 0), (1, 0)))
+    lp = jnp.where(valid, jnp.where(offsets == 0, first, rest), 0.0)
+    onehot = (segments[..., None] == jnp.arange(num_actions)).astype(jnp.float32)  # [B, L, A]
+    total = jnp.einsum("bl,bla->ba", lp, onehot)
+    n = onehot.sum(1)
     score = total / jnp.maximum(n, 1) if normalize else total
     return jnp.where(n > 0, score, -jnp.inf)
 
@@ -408,33 +454,34 @@ class ActionPrior:
         return out
 
     def _shapes(self, p_ids, c_ids) -> tuple[int, int, int]:
-        m = self.length_multiple
-        Tp = bucket_length(max(len(p) for p in p_ids), m)
+        """Bucketed (prompt length, candidates per row, packed candidate tokens per row)."""
+        Tp = bucket_length(max(len(p) for p in p_ids), self.length_multiple)
         A = next_pow2(max(len(g) for g in c_ids))
-        Ta = bucket_length(max(len(c) for g in c_ids for c in g), 4, policy="multiple")
-        return Tp, A, Ta
+        L = bucket_length(max(sum(len(c) for c in g) for g in c_ids), self.length_multiple)
+        return Tp, A, L
 
     def _chunk(self, rest: list[int], p_ids, c_ids) -> int:
         """How many of ``rest`` (sorted by length) fit in one call under ``max_tokens_per_call``."""
         n = 1
         while n < len(rest):
             cand = rest[: n * 2]
-            Tp, A, Ta = self._shapes([p_ids[i] for i in cand], [c_ids[i] for i in cand])
-            if next_pow2(len(cand)) * (Tp + A * Ta) > self.max_tokens_per_call:
+            Tp, _, L = self._shapes([p_ids[i] for i in cand], [c_ids[i] for i in cand])
+            if next_pow2(len(cand)) * (Tp + L) > self.max_tokens_per_call:
                 break
             n *= 2
         return min(n, len(rest))
 
     def _score_chunk(self, p_ids: list[list[int]], c_ids: list[list[list[int]]]) -> np.ndarray:
-        Tp, A, Ta = self._shapes(p_ids, c_ids)
+        Tp, A, L = self._shapes(p_ids, c_ids)
         B = next_pow2(len(p_ids))
         pad = self.llm.tokenizer.pad_id
         # Padding rows: a one-token prompt with no candidates (scores -inf, discarded).
         p_rows = list(p_ids) + [[pad]] * (B - len(p_ids))
         c_rows = list(c_ids) + [[]] * (B - len(c_ids))
         pt, pm = pad_sequences(p_rows, Tp, pad)
-        at, am = pad_nested(c_rows, A, Ta, pad)
-        lp = action_logprobs(self.llm.params, pt, pm, at, am, config=self.llm.config, normalize=self.normalize)
+        ct, seg, off = pack_groups(c_rows, L, pad)
+        lp = packed_action_logprobs(self.llm.params, pt, pm, ct, seg, off, config=self.llm.config, num_actions=A,
+                                    normalize=self.normalize)
         return np.asarray(lp)[: len(p_ids)]
 
     # -- candidates ----------------------------------------------------------------------------------------

@@ -14,9 +14,9 @@ import pytest
 
 from envs.base import TextObservation
 from prior_rl.llama import LlamaConfig, forward_logits, init_params
-from prior_rl.padding import bucket_length, pad_nested, pad_sequences
-from prior_rl.prior import (ActionPrior, action_logprobs, map_text_to_action, sample_actions, sample_from_exact,
-                            sequence_logprobs)
+from prior_rl.padding import bucket_length, pack_groups, pad_nested, pad_sequences
+from prior_rl.prior import (ActionPrior, action_logprobs, map_text_to_action, packed_action_logprobs,
+                            sample_actions, sample_from_exact, sequence_logprobs)
 from prior_rl.prompts import PromptBuilder
 from prior_rl.tokenizer import load_tokenizer_dir
 from prior_rl.weights import LLM
@@ -57,12 +57,17 @@ def rand_tokens(rng, n):
 # Pure functions
 @pytest.mark.parametrize("normalize", [False, True])
 def test_cached_scoring_equals_no_cache_path(tiny_llm, normalize):
+    """Padded and packed cached scoring, the no-cache path and a brute-force sum from full logits agree."""
     rng = np.random.default_rng(0)
     prompts = [rand_tokens(rng, 9), rand_tokens(rng, 4)]
     cands = [[rand_tokens(rng, 3), rand_tokens(rng, 1), rand_tokens(rng, 5)], [rand_tokens(rng, 2)]]
     pt, pm = pad_sequences(prompts, 16, 0)
     at, am = pad_nested(cands, 4, 8, 0)
     got = np.asarray(action_logprobs(tiny_llm.params, pt, pm, at, am, config=CFG, normalize=normalize))
+    ct, seg, off = pack_groups(cands, 16, 0)
+    packed = np.asarray(packed_action_logprobs(tiny_llm.params, pt, pm, ct, seg, off, config=CFG, num_actions=4,
+                                               normalize=normalize))
+    np.testing.assert_allclose(packed, got, rtol=1e-5, atol=1e-4)  # -inf in the same places too
     for b, group in enumerate(cands):
         seqs = [prompts[b] + c for c in group]
         st, sm = pad_sequences(seqs, 16, 0)
@@ -225,14 +230,14 @@ def test_bucketing_avoids_recompilation(tiny_llm):
     prior = ActionPrior(tiny_llm, length_multiple=16)
     base = "You are in a room."
     prior.logprobs([obs(base + " Action:")])  # compiles for this bucket
-    n = action_logprobs._cache_size()
+    n = packed_action_logprobs._cache_size()
     longer = obs(base + " Go. Action:")
     n1, n2 = (len(tiny_llm.tokenizer.encode(o.prompt)) for o in (obs(base + " Action:"), longer))
     assert n1 != n2 and bucket_length(n1, 16) == bucket_length(n2, 16)
     prior.logprobs([longer])  # different length, same 16-token bucket
-    assert action_logprobs._cache_size() == n
+    assert packed_action_logprobs._cache_size() == n
     prior.logprobs([obs(base * 6 + " Action:")])  # a longer bucket does compile (the counter works)
-    assert action_logprobs._cache_size() == n + 1
+    assert packed_action_logprobs._cache_size() == n + 1
 
 
 def test_prompt_longer_than_context_is_a_clear_error(tiny_llm):
