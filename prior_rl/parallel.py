@@ -45,7 +45,7 @@ def shard_batches(batches: PyTree, mesh: Mesh, axis_name: str = "data") -> PyTre
     return jax.device_put(batches, NamedSharding(mesh, P(None, axis_name)))
 
 
-def make_sharded_update(agent: Agent, mesh: Mesh, axis_name: str = "data") -> Callable[[Any, Any], tuple[Any, dict]]:
+def make_sharded_update(agent: Agent, mesh: Mesh, axis_name: str = "data") -> Callable[..., tuple[Any, dict]]:
     """``update(state, batches[U, B, ...], table=None) -> (state, metrics[U])``, data-parallel over ``mesh``
     (the feature ``table``, when the batches hold rows into one, is replicated).
 
