@@ -280,24 +280,24 @@ def evaluate(config: Any, act_fn: Callable, episodes: int, seed: int) -> dict[st
 
 def make_replay_update(agent: Any, num_updates: int, batch_size: int, devices: int = 1) -> Callable:
     """``update(state, buffer, table, key) -> (state, metrics[num_updates])``: sample [U, B] rows from the replay
-    buffer, gather their features from ``table`` and run U scanned updates — on one device, or data-parallel over
-    ``devices`` (the minibatch split across a mesh, parameters replicated; ``prior_rl.parallel``)."""
+    buffer and run U scanned updates, each gathering its own minibatch's features from ``table`` — on one device,
+    or data-parallel over ``devices`` (the minibatch split across a mesh, parameters replicated;
+    ``prior_rl.parallel``)."""
     if devices <= 1:
         @jax.jit
         def update(state, buffer, table, key):
-            return agent.update(state, replay.materialize(replay.sample(buffer, key, num_updates, batch_size), table))
+            return agent.update(state, replay.sample(buffer, key, num_updates, batch_size), table)
 
         return update
     from prior_rl.parallel import make_mesh, make_sharded_update, shard_batches
 
     mesh = make_mesh(devices)
     sharded = make_sharded_update(agent, mesh)
-    draw = jax.jit(lambda buffer, table, key: replay.materialize(
-        replay.sample(buffer, key, num_updates, batch_size), table))
+    draw = jax.jit(lambda buffer, key: replay.sample(buffer, key, num_updates, batch_size))
 
     def update(state, buffer, table, key):
         # blocking each multi-device call keeps fake CPU devices out of the all-reduce deadlock (llm-offline §8.4)
-        return jax.block_until_ready(sharded(state, shard_batches(draw(buffer, table, key), mesh)))
+        return jax.block_until_ready(sharded(state, shard_batches(draw(buffer, key), mesh), table))
 
     return update
 

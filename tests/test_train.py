@@ -82,8 +82,8 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp
     def poisoned(config):
         agent = real(config)
 
-        def update(state, batches):  # traced inside the loop's jit: poison every dispatch past 60 updates
-            state, metrics = agent.update(state, batches)
+        def update(state, batches, table=None):  # traced in the loop's jit: poison every dispatch past 60 updates
+            state, metrics = agent.update(state, batches, table)
             loss = jnp.where(state.step > 60, jnp.nan, metrics["loss"])
             return state, dict(metrics, loss=loss)
 
