@@ -3,8 +3,9 @@
 Every distinct input shape costs one XLA compilation (about 1–2 s for SmolLM2 on 2 CPU cores). Prompt lengths,
 action counts and batch sizes vary from state to state, so they are rounded up to a small set of bucket sizes
 before they reach jitted code: lengths to multiples of ``multiple`` whose step grows with the length (eight
-buckets per doubling, so less than 1/8 is padding above 16·multiple), counts and batch sizes to powers of two. Padding is on the right; masks are
-True on real tokens.
+buckets per doubling, so less than 1/8 is padding above 16·multiple), counts and batch sizes to powers of two.
+Padding is on the right; masks are True on real tokens. Candidate actions can instead be packed end to end per
+prompt (:func:`pack_groups`), which wastes no tokens on per-candidate padding.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ Pure functions (batched over environments; ``config`` is static, everything else
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Callable, Sequence
 
@@ -342,7 +343,7 @@ class ActionPrior:
         if prompt_fn is None:
             prompt_fn = PromptBuilder()
         if isinstance(prompt_fn, PromptBuilder) and prompt_fn.chat and prompt_fn.tokenizer is None:
-            prompt_fn = PromptBuilder(prompt_fn.style, True, prompt_fn.system, prompt_fn.history_len, llm.tokenizer)
+            prompt_fn = dataclasses.replace(prompt_fn, tokenizer=llm.tokenizer)
         self.prompt_fn = prompt_fn
         self.action_prefix = action_prefix if action_prefix is not None else getattr(prompt_fn, "action_prefix", " ")
         self.cache = cache
@@ -423,11 +424,18 @@ class ActionPrior:
             else:
                 todo.append((i, prompt, prefix, tuple(obs.actions), key))
         if todo:
-            scores = self._score([t[1] for t in todo], [[t[2] + a for a in t[3]] for t in todo])
-            for (i, _, _, _, key), s in zip(todo, scores):
-                lp = (s - np.logaddexp.reduce(s)).astype(np.float32)
-                self._cache_put(key, lp)
-                results[i] = lp
+            unique: dict[Any, tuple[str, str, tuple[str, ...]]] = {}  # a batch often repeats a state
+            for _, prompt, prefix, actions, key in todo:
+                unique.setdefault(key, (prompt, prefix, actions))
+            keys = list(unique)
+            prompts = [unique[k][0] for k in keys]
+            scores = self._score(prompts, [[unique[k][1] + a for a in unique[k][2]] for k in keys])
+            computed = {}
+            for key, s in zip(keys, scores):
+                computed[key] = (s - np.logaddexp.reduce(s)).astype(np.float32)
+                self._cache_put(key, computed[key])
+            for i, _, _, _, key in todo:
+                results[i] = computed[key]
         return results  # type: ignore[return-value]
 
     def score(self, prompts: Sequence[str], continuations: Sequence[Sequence[str]]) -> list[np.ndarray]:

@@ -381,13 +381,14 @@ def _check_vocab(tok: Tokenizer, config: LlamaConfig, source: str) -> None:
         )
 
 
-def load_llm(spec: str, dtype: Any = jnp.float32, tokenizer: str | Path | None = None) -> LLM:
+def load_llm(spec: str | Path, dtype: Any = jnp.float32, tokenizer: str | Path | None = None) -> LLM:
     """Load a model by registered name, Hugging Face directory or ``.gguf`` path (offline only).
 
     ``dtype`` is the parameter and compute dtype (float32 by default; bfloat16 halves memory).
     ``tokenizer`` optionally names a directory with ``tokenizer.json`` to use instead of the model's own.
     """
-    key = ALIASES.get(spec.lower(), spec.lower()) if isinstance(spec, str) else spec
+    spec = str(spec)
+    key = ALIASES.get(spec.lower(), spec.lower())
     if key in MODELS:
         return load_gguf(MODELS[key].path(), dtype, tokenizer, name=key)
     path = Path(spec).expanduser()
