@@ -10,30 +10,18 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
 import envs
+from envs.episodes import play_episodes
 
 
 def evaluate(name: str, policy: str, episodes: int, seed: int, **options) -> dict[str, float]:
     env = envs.make(name, **options)
-    rng = np.random.default_rng(seed)
-    returns, successes, lengths = [], [], []
-    for episode in range(episodes):
-        obs, _ = env.reset(seed=seed + episode)
-        total, steps = 0.0, 0
-        while True:
-            action = env.expert_action() if policy == "expert" else int(rng.integers(len(obs.actions)))
-            obs, reward, terminated, truncated, info = env.step(action)
-            total += reward
-            steps += 1
-            if terminated or truncated:
-                break
-        returns.append(total)
-        successes.append(info["success"])
-        lengths.append(steps)
-    return {"policy": policy, "success": float(np.mean(successes)), "return": float(np.mean(returns)),
-            "steps": float(np.mean(lengths))}
+    if policy == "expert":
+        choose = lambda rng, obs: env.expert_action()  # noqa: E731
+    else:
+        choose = lambda rng, obs: int(rng.integers(len(obs.actions)))  # noqa: E731
+    stats = play_episodes(env, choose, episodes, seed)
+    return {"policy": policy, "success": stats["success"], "return": stats["return"], "steps": stats["length"]}
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, float]]:

@@ -24,9 +24,8 @@ from prior_rl import datasets, replay
 from prior_rl.agents import QConfig, make_cql, make_cql_prior
 from prior_rl.candidates import AllActions, Featurizer, PriorCandidates, pad_width
 from prior_rl.train import (
-    DEFAULT_EPISODE_STEPS,
-    DEFAULT_FEATURE_STYLE,
     NonFiniteLossError,
+    RunConfig,
     TrainResult,
     _Run,
     evaluate,
@@ -40,7 +39,7 @@ OFFLINE_ALGOS = ("cql-prior", "cql")
 
 
 @dataclass(frozen=True)
-class OfflineConfig:
+class OfflineConfig(RunConfig):
     """One offline run. Defaults follow the paper's CQL command (batch 128, β = 5, τ = 0.005, 10,000 updates).
 
     dataset:      a dataset file; None = generate ``dataset_size`` transitions with :func:`datasets.generate`.
@@ -53,19 +52,6 @@ class OfflineConfig:
     dataset_size: Optional[int] = None
     dataset_seed: int = 0
     success_fraction: float = 0.75
-    seed: int = 0
-    llm: str = "smollm2"
-    encoder: str = "minilm"
-    feature_style: Optional[str] = None
-    k: int = 5
-    prior_mode: str = "exact"
-    prior_temperature: float = 1.0
-    prompt: str = "env"
-    length_normalize: bool = True
-    max_candidates: int = 8
-    devices: int = 1
-    max_episode_steps: Optional[int] = None
-    env_options: tuple[tuple[str, Any], ...] = ()
     updates: int = 10_000
     updates_per_dispatch: int = 500
     batch_size: int = 128
@@ -73,40 +59,18 @@ class OfflineConfig:
     learning_rate: float = 5e-4
     gamma: float = 0.99
     tau: float = 0.005
-    eval_every: int = 500
-    eval_episodes: int = 10
-    run_dir: Optional[str] = None
-    checkpoint_every: int = 0
-    resume: bool = False
-    progress: bool = True
-    tensorboard: bool = True
     plot: bool = False
 
     def __post_init__(self):
+        super().__post_init__()
         if self.algo not in OFFLINE_ALGOS:
             raise ValueError(f"unknown offline algo {self.algo!r}; valid: {', '.join(OFFLINE_ALGOS)}")
-        if self.env not in envs.names():
-            raise ValueError(f"unknown environment {self.env!r}; valid names are: {', '.join(envs.names())}")
         if self.dataset is None and self.dataset_size is None:
             raise ValueError("give a dataset file (dataset=...) or a size to generate (dataset_size=...)")
-
-    # the attributes make_env / evaluate / _Run read
-    @property
-    def episode_cap(self) -> Optional[int]:
-        return self.max_episode_steps if self.max_episode_steps is not None else DEFAULT_EPISODE_STEPS.get(self.env)
-
-    @property
-    def style(self) -> str:
-        return self.feature_style or DEFAULT_FEATURE_STYLE.get(self.env, "paper")
 
     @property
     def env_steps(self) -> int:  # the progress bar counts updates offline
         return self.updates
-
-    def to_json(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["env_options"] = dict(self.env_options)
-        return d
 
 
 def observations_from_records(env_name: str, records: Sequence[tuple[str, str, Sequence[str]]],

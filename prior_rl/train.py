@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import envs
+from envs.episodes import play_episodes
 from prior_rl import checkpoint as ckpt
 from prior_rl import replay
 from prior_rl.agents import (
@@ -67,25 +68,21 @@ class NonFiniteLossError(FloatingPointError):
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """One online run. Defaults: the paper's Overcooked settings where they exist (method.md §5.A).
+class RunConfig:
+    """What every run (online or offline) shares: environment, models, prior, evaluation and run files.
 
     env, env_options:  ``envs.make(env, **env_options)``; ``max_episode_steps`` None = the per-env default cap.
-    algo:              one of ALGOS.
     llm, encoder:      model specs for ``prior_rl.weights.load_llm`` / ``prior_rl.encoder.load_encoder``.
     k, prior_mode:     candidates per state; "exact" (sampled from the exact prior over the admissible set) or
                        "generate" (k generations mapped to actions, the paper's rule).
     prior_temperature: temperature of the prior when sampling candidates / acting as the LLM policy.
-    env_steps:         environment samples (macro steps, summed over the ``num_envs`` copies).
-    epsilon, inv_temperature: exploration over the candidates (ε-greedy, then argmax or softmax(inv_temp·Q)).
-    train_every, updates_per_train: every ``train_every`` env samples, one dispatch of that many updates.
+    prompt, length_normalize: how the prior scores actions (see :func:`load_prior`).
+    max_candidates:    candidate slots when every admissible action is a candidate (rounded up to a multiple of 8).
+    devices:           run update dispatches data-parallel over this many devices.
     """
 
     env: str = "overcooked-tomato-salad"
-    algo: str = "dqn-prior"
     seed: int = 0
-    env_steps: int = 3000
-    num_envs: int = 4
     max_episode_steps: Optional[int] = None
     env_options: tuple[tuple[str, Any], ...] = ()
     llm: str = "smollm2"
@@ -96,9 +93,53 @@ class TrainConfig:
     prior_temperature: float = 1.0
     prompt: str = "env"
     length_normalize: bool = True
-    llm_sample: bool = False
     max_candidates: int = 8
     devices: int = 1
+    eval_every: int = 500
+    eval_episodes: int = 10
+    run_dir: Optional[str] = None
+    checkpoint_every: int = 0
+    resume: bool = False
+    progress: bool = True
+    tensorboard: bool = True
+    plot: bool = True
+
+    def __post_init__(self):
+        if self.env not in envs.names():
+            raise ValueError(f"unknown environment {self.env!r}; valid names are: {', '.join(envs.names())}")
+        if self.k < 1:
+            raise ValueError(f"k must be a positive number of candidates, got {self.k}")
+        if (self.checkpoint_every or self.resume) and not self.run_dir:
+            raise ValueError("checkpoints and --resume need a run directory (run_dir / --run-dir)")
+
+    @property
+    def episode_cap(self) -> Optional[int]:
+        return self.max_episode_steps if self.max_episode_steps is not None else DEFAULT_EPISODE_STEPS.get(self.env)
+
+    @property
+    def style(self) -> str:
+        return self.feature_style or DEFAULT_FEATURE_STYLE.get(self.env, "paper")
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["env_options"] = dict(self.env_options)
+        return d
+
+
+@dataclass(frozen=True)
+class TrainConfig(RunConfig):
+    """One online run. Defaults: the paper's Overcooked settings where they exist (method.md §5.A).
+
+    algo:              one of ALGOS.
+    env_steps:         environment samples (macro steps, summed over the ``num_envs`` copies).
+    epsilon, inv_temperature: exploration over the candidates (ε-greedy, then argmax or softmax(inv_temp·Q)).
+    train_every, updates_per_train: every ``train_every`` env samples, one dispatch of that many updates.
+    """
+
+    algo: str = "dqn-prior"
+    env_steps: int = 3000
+    num_envs: int = 4
+    llm_sample: bool = False
     # value-based
     batch_size: int = 64
     buffer_capacity: int = 4000
@@ -117,39 +158,14 @@ class TrainConfig:
     kl_coef: float = 0.1
     ppo_epochs: int = 4
     ppo_minibatches: int = 4
-    # evaluation, logging, checkpoints
-    eval_every: int = 500
-    eval_episodes: int = 10
     log_every: int = 100
-    run_dir: Optional[str] = None
-    checkpoint_every: int = 0
-    resume: bool = False
-    progress: bool = True
-    tensorboard: bool = True
-    plot: bool = True
 
     def __post_init__(self):
+        super().__post_init__()
         if self.algo not in ALGOS:
             raise ValueError(f"unknown algo {self.algo!r}; valid algorithms are: {', '.join(ALGOS)}")
-        if self.env not in envs.names():
-            raise ValueError(f"unknown environment {self.env!r}; valid names are: {', '.join(envs.names())}")
-        if self.env_steps < 1 or self.num_envs < 1 or self.k < 1:
-            raise ValueError("env_steps, num_envs and k must be positive")
-        if (self.checkpoint_every or self.resume) and not self.run_dir:
-            raise ValueError("checkpoints and --resume need a run directory (run_dir / --run-dir)")
-
-    @property
-    def episode_cap(self) -> Optional[int]:
-        return self.max_episode_steps if self.max_episode_steps is not None else DEFAULT_EPISODE_STEPS.get(self.env)
-
-    @property
-    def style(self) -> str:
-        return self.feature_style or DEFAULT_FEATURE_STYLE.get(self.env, "paper")
-
-    def to_json(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["env_options"] = dict(self.env_options)
-        return d
+        if self.env_steps < 1 or self.num_envs < 1:
+            raise ValueError("env_steps and num_envs must be positive")
 
 
 @dataclass
@@ -257,25 +273,13 @@ def _make_q_agent(config: TrainConfig):
 
 
 def evaluate(config: Any, act_fn: Callable, episodes: int, seed: int) -> dict[str, float]:
-    """Run ``episodes`` episodes on fresh env copies (greedy or as ``act_fn`` decides); success and return."""
+    """Run ``episodes`` episodes on a fresh env copy, acting with ``act_fn(rng, [obs]) -> [action]``."""
     env = make_env(config)
-    rng = np.random.default_rng(seed)
-    successes, returns, lengths = [], [], []
-    for e in range(episodes):
-        obs, _ = env.reset(seed=seed + e)
-        total, steps = 0.0, 0
-        while True:
-            action = act_fn(rng, [obs])[0]
-            obs, reward, terminated, truncated, info = env.step(int(action))
-            total, steps = total + reward, steps + 1
-            if terminated or truncated:
-                break
-        successes.append(info["success"])
-        returns.append(total)
-        lengths.append(steps)
-    env.close()
-    return {"eval_success": float(np.mean(successes)), "eval_return": float(np.mean(returns)),
-            "eval_length": float(np.mean(lengths))}
+    try:
+        stats = play_episodes(env, lambda rng, obs: int(act_fn(rng, [obs])[0]), episodes, seed)
+    finally:
+        env.close()
+    return {f"eval_{k}": v for k, v in stats.items()}
 
 
 def make_replay_update(agent: Any, num_updates: int, batch_size: int, devices: int = 1) -> Callable:
