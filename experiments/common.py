@@ -1,0 +1,228 @@
+"""Shared helpers for the claim experiments: results folders, run loops that keep one process (so SmolLM2 and the
+encoder load once), mean ± std aggregation, threshold crossing, CSV and compact PNG writers.
+
+Every experiment module writes long-format CSVs (one row per method × seed × evaluation point) and draws its
+figures from those CSVs, so a figure can always be re-checked against the numbers next to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+
+import numpy as np
+
+RESULTS_ROOT = Path(__file__).resolve().parent / "results"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# the paper's own offline Tomato-Lettuce dataset, next to the repository (as tests/test_datasets.py finds it)
+REFERENCE_DATASET = REPO_ROOT.parent / "shared" / "reference_offline" / "tomato_lettuce_salad_reference.jsonl.gz"
+
+
+def parser(description: str, name: str) -> argparse.ArgumentParser:
+    """The options every experiment shares: ``--quick`` (tiny budget, for tests), ``--out``, ``--seeds``."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="tiny budget (seconds): checks the pipeline, not the claim")
+    p.add_argument("--out", default=None, help=f"results folder (default experiments/results/{name})")
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds (default: 1 quick, 3 full)")
+    return p
+
+
+def results_dir(name: str, out: Optional[str]) -> Path:
+    path = Path(out) if out else RESULTS_ROOT / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def quiet_train_kwargs() -> dict[str, Any]:
+    """No progress bar, TensorBoard or per-run plot: the experiment writes its own CSV and figures."""
+    return dict(progress=False, tensorboard=False, plot=False, run_dir=None)
+
+
+def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], fields: Optional[Sequence[str]] = None) -> Path:
+    """Rows to CSV (atomically). The header is ``fields`` or the union of keys in first-seen order."""
+    if fields is None:
+        fields = list(dict.fromkeys(k for r in rows for k in r))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".csv.tmp")
+    with os.fdopen(fd, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: _fmt(r.get(k, "")) for k in fields})
+    os.replace(tmp, path)
+    return path
+
+
+def _fmt(v: Any) -> Any:
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):.6g}"
+    return v
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def curve_rows(history: Iterable[Mapping[str, Any]], **tags: Any) -> list[dict[str, Any]]:
+    """The evaluation rows of a run history (the ones with ``eval_success``), tagged (method, env, seed, ...)."""
+    keep = ("env_steps", "updates", "eval_success", "eval_return", "eval_length", "llm_calls", "cache_hits",
+            "best_eval_success", "coverage", "dataset_size")
+    out = []
+    for row in history:
+        if "eval_success" not in row:
+            continue
+        out.append({**tags, **{k: row[k] for k in keep if k in row}})
+    return out
+
+
+def mean_std(rows: Sequence[Mapping[str, Any]], group: Sequence[str], x: str, y: str) -> dict[tuple, list[tuple]]:
+    """``{group values: [(x, mean y, std y, n), ...]}`` sorted by x; std over seeds (population std)."""
+    acc: dict[tuple, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if r.get(y) in ("", None):
+            continue
+        acc[tuple(r[g] for g in group)][float(r[x])].append(float(r[y]))
+    return {key: [(xv, float(np.mean(v)), float(np.std(v)), len(v)) for xv, v in sorted(pts.items())]
+            for key, pts in acc.items()}
+
+
+def first_crossing(points: Sequence[tuple], threshold: float) -> Optional[float]:
+    """The first x whose mean reaches ``threshold`` in ``[(x, mean, ...), ...]``; None if never."""
+    for p in points:
+        if p[1] >= threshold - 1e-9:
+            return p[0]
+    return None
+
+
+def describe_crossing(x: Optional[float], budget: float, unit: str = "env samples") -> str:
+    return f"{int(x)}" if x is not None else f"not reached within {int(budget)} {unit}"
+
+
+def plot_panels(panels: Sequence[Mapping[str, Any]], path: Path, title: str = "", width: float = 4.2,
+                height: float = 3.3) -> Path:
+    """One figure of side-by-side panels. A panel: ``{"curves": {label: [(x, mean, std), ...]}, "xlabel",
+    "ylabel", "title"?, "logx"?, "hlines"?: {label: y}, "styles"?: {label: matplotlib line kwargs}}``. Mean lines with ±std bands, a legend per panel;
+    success axes fixed to [0, 1]. Small PNG (90 dpi) so committed figures stay well under 100 KB."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), height), dpi=90, squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        for label, pts in panel["curves"].items():
+            if not pts:
+                continue
+            xs = [p[0] for p in pts]
+            ms = np.array([p[1] for p in pts])
+            ss = np.array([p[2] for p in pts])
+            style = {"marker": "o" if len(xs) <= 8 else None, "ms": 3, **(panel.get("styles") or {}).get(label, {})}
+            line, = ax.plot(xs, ms, label=label, **style)
+            ax.fill_between(xs, ms - ss, ms + ss, alpha=0.18, color=line.get_color())
+        for label, y in (panel.get("hlines") or {}).items():
+            ax.axhline(y, ls="--", lw=1, color="gray", label=label)
+        ax.set_xlabel(panel["xlabel"])
+        ax.set_ylabel(panel["ylabel"])
+        if panel.get("logx"):
+            # ticks at the measured x values, written plainly (no 3×10² minor labels)
+            ax.set_xscale("log")
+            ticks = sorted({p[0] for pts in panel["curves"].values() for p in pts})
+            ax.set_xticks(ticks)
+            ax.set_xticklabels([f"{int(t)}" for t in ticks], fontsize=7)
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        if panel["ylabel"].startswith("success") or panel["ylabel"].startswith("p("):
+            ax.set_ylim(-0.05, 1.05)
+        if panel.get("title"):
+            ax.set_title(panel["title"], fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
+    os.close(fd)
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def plot_bars(groups: Mapping[str, Mapping[str, tuple[float, float]]], path: Path, ylabel: str, title: str = "",
+              width: float = 7.0, height: float = 3.4) -> Path:
+    """Grouped bars with error bars: ``{group: {series: (mean, std)}}``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(width, height), dpi=90)
+    names = list(groups)
+    series = list(dict.fromkeys(s for g in groups.values() for s in g))
+    w = 0.8 / max(len(series), 1)
+    for j, s in enumerate(series):
+        xs = [i + (j - (len(series) - 1) / 2) * w for i in range(len(names))]
+        ms = [groups[g].get(s, (math.nan, 0))[0] for g in names]
+        es = [groups[g].get(s, (math.nan, 0))[1] for g in names]
+        ax.bar(xs, ms, w, yerr=es, capsize=2, label=s)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, fontsize=8)
+    ax.set_ylabel(ylabel)
+    if ylabel.startswith("success") or ylabel.startswith("p("):
+        ax.set_ylim(0, 1.05)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
+    os.close(fd)
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> str:
+    """A GitHub table of ``fields`` (floats to 3 decimals), printed by each module and pasted into RESULTS.md."""
+    def cell(v: Any) -> str:
+        if isinstance(v, (float, np.floating)):
+            return f"{float(v):.3f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(fields) + " |", "|" + "---|" * len(fields)]
+    lines += ["| " + " | ".join(cell(r.get(f, "")) for f in fields) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+class Stopwatch:
+    """Wall time of the whole experiment (models load once per process, so it is included once)."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def run_each(items: Sequence[Any], fn: Callable[[Any], Any], describe: Callable[[Any], str]) -> list[Any]:
+    """Run ``fn`` on each item in this process, logging progress and per-item wall time."""
+    out = []
+    for i, item in enumerate(items, 1):
+        t0 = time.perf_counter()
+        out.append(fn(item))
+        log(f"{i}/{len(items)} {describe(item)} done in {time.perf_counter() - t0:.1f}s")
+    return out

@@ -1,0 +1,115 @@
+"""Every claim experiment's ``--quick`` mode runs end to end and writes its CSVs and figures.
+
+The modules run in this process (as ``main(["--quick", "--out", dir])``), so SmolLM2 and the encoder load once
+for the whole file. These tests check the outputs' existence and shape, not learning outcomes.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from experiments import common, frozen_lake, offline_cql, overcooked_online, prior_ablations
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    assert path.is_file(), f"missing {path}"
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows, f"{path} has no rows"
+    return rows
+
+
+def _png(path: Path) -> None:
+    assert path.is_file(), f"missing {path}"
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert 2_000 < len(data) < 100_000, f"{path.name}: {len(data)} bytes"
+
+
+def _unit(rows, col):
+    vals = [float(r[col]) for r in rows if r[col] != ""]
+    assert vals and all(0.0 <= v <= 1.0 for v in vals), (col, vals[:5])
+
+
+def test_overcooked_online_quick(tmp_path):
+    folder = overcooked_online.main(["--quick", "--out", str(tmp_path)])
+    assert folder == tmp_path
+    rows = _rows(tmp_path / "curves.csv")
+    assert {"method", "env", "seed", "env_steps", "eval_success", "eval_return", "llm_calls"} <= set(rows[0])
+    assert {r["method"] for r in rows} == {"DQN-Prior", "DQN", "LLM (greedy)", "LLM (sampled)"}
+    assert {r["env"] for r in rows} == set(overcooked_online.ENVS)
+    _unit(rows, "eval_success")
+    # the learners are evaluated at 0, every eval_every, and at the end of the budget
+    steps = sorted({int(float(r["env_steps"])) for r in rows if r["method"] == "DQN"})
+    assert steps[0] == 0 and steps[-1] >= overcooked_online.budgets(True)["overcooked-tomato-salad"]["env_steps"]
+    summary = _rows(tmp_path / "threshold.csv")
+    assert {"env", "method", "final_success_mean", "final_success_std", "samples_to_0.9_mean_curve"} <= set(summary[0])
+    assert len(summary) == 2 * 4
+    for r in summary:
+        if not r["method"].startswith("LLM"):
+            x = r["samples_to_0.9_mean_curve"]
+            assert x.isdigit() or x.startswith("not reached within")
+    for env in overcooked_online.ENVS:
+        _png(tmp_path / f"{env.removeprefix('overcooked-')}.png")
+
+
+def test_offline_cql_quick(tmp_path):
+    offline_cql.main(["--quick", "--out", str(tmp_path)])
+    rows = _rows(tmp_path / "runs.csv")
+    assert {"source", "method", "size", "seed", "updates", "eval_success", "best_eval_success", "coverage"} <= set(rows[0])
+    assert {r["method"] for r in rows} == {"CQL-Prior", "CQL"}
+    _unit(rows, "eval_success")
+    _unit(rows, "coverage")
+    # CQL's candidates are every admissible action, so the data action is always covered
+    assert all(float(r["coverage"]) == 1.0 for r in rows if r["method"] == "CQL")
+    by_size = _rows(tmp_path / "by_size.csv")
+    sizes = {int(r["size"]) for r in by_size if r["source"] == "generated"}
+    assert sizes == set(offline_cql.budget(True)["generated"])
+    assert all(int(float(r["dataset_size"])) == int(r["size"]) for r in rows)
+    if common.REFERENCE_DATASET.exists():
+        assert "reference" in {r["source"] for r in by_size}
+    smallest = _rows(tmp_path / "smallest.csv")
+    assert {"source", "method", "best_final_success", "smallest_size_at_best", "smallest_size_at_0.9"} <= set(smallest[0])
+    _png(tmp_path / "success_vs_size.png")
+
+
+def test_frozen_lake_quick(tmp_path):
+    frozen_lake.main(["--quick", "--out", str(tmp_path)])
+    rows = _rows(tmp_path / "curves.csv")
+    assert {r["method"] for r in rows} == {"DQN-Prior", "DQN", "PPO-Prior", "PPO", "LLM (greedy)", "LLM (sampled)"}
+    _unit(rows, "eval_success")
+    summary = _rows(tmp_path / "threshold.csv")
+    assert [r["method"] for r in summary][:4] == ["DQN-Prior", "DQN", "PPO-Prior", "PPO"]
+    _png(tmp_path / "success.png")
+
+
+def test_prior_ablations_quick(tmp_path):
+    prior_ablations.main(["--quick", "--out", str(tmp_path)])
+    pex = _rows(tmp_path / "pexpert.csv")
+    assert {r["env"] for r in pex} == set(prior_ablations.PEXPERT_ENVS.values())
+    for r in pex:
+        assert 0.0 <= float(r["p_expert_min"]) <= float(r["p_expert_mean"]) <= 1.0
+        assert int(r["states"]) > 0
+    _png(tmp_path / "pexpert.png")
+    cache = _rows(tmp_path / "cache.csv")
+    assert {"env", "prior_mode", "cache", "dispatches_per_step", "wall_s"} <= set(cache[0])
+    on = {r["env"]: float(r["dispatches_per_step"]) for r in cache if r["cache"] == "on"}
+    off = {r["env"]: float(r["dispatches_per_step"]) for r in cache if r["cache"] == "off" and r["prior_mode"] == "exact"}
+    # without the cache every step scores its prompt; with it, revisited prompts cost nothing
+    for env in on:
+        assert off[env] == pytest.approx(1.0) and on[env] <= off[env]
+    assert on["Tomato Salad"] < 1.0  # the 6-step expert episode restarts within 12 steps: prompts repeat
+    gen = _rows(tmp_path / "generate_vs_exact.csv")
+    assert {r["mode"] for r in gen} == {"exact", "generate"}
+    for r in gen:
+        assert 0.0 <= float(r["expert_share_of_candidates"]) <= float(r["expert_in_candidates"]) <= 1.0
+        assert 1.0 <= float(r["distinct_actions"]) <= int(r["k"])
+    summary = _rows(tmp_path / "train_summary.csv")
+    assert {"group", "variant", "final_success_mean", "samples_to_0.9", "llm_calls", "wall_s"} <= set(summary[0])
+    assert {r["group"] for r in summary} == {"k", "alpha", "prior"}
+    _rows(tmp_path / "train_curves.csv")
+    _png(tmp_path / "train_k_alpha.png")
+    _png(tmp_path / "train_prior.png")
