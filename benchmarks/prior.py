@@ -122,7 +122,7 @@ def throughput(quick: bool, with_torch: bool) -> dict[str, Any]:
     from prior_rl.prior import ActionPrior, sample_actions, sequence_logprobs
     from prior_rl.weights import MODELS, load_llm
 
-    reps = 3 if quick else 7
+    reps = 3 if quick else 5
     t0 = time.perf_counter()
     llm = load_llm("smollm2")
     load_ours = time.perf_counter() - t0
