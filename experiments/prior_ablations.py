@@ -10,15 +10,16 @@ Three parts, one process (SmolLM2 loads once):
 * ``pexpert`` — for every prompt variant (env / paper / chat × mean / sum of token log-probs) the prior's
   p(expert action | s) over the states of expert trajectories of Tomato Salad, Tomato-Lettuce Salad and Frozen
   Lake: mean, min, how often the expert action is the prior's argmax, and the mass on the first listed action.
-  Also the success of the greedy pure-LLM policy with that prompt. (``pexpert.csv``, ``pexpert.png``) And, with
-  the env prompt, how often k = 5 candidates contain the expert action when drawn from the exact prior vs
-  generated and mapped by the paper's rule. (``generate_vs_exact.csv``)
+  Also the success of the greedy pure-LLM policy with that prompt. (``pexpert.csv``, ``pexpert.png``)
+* ``genexact`` — at the same states, how often k = 5 candidates contain the expert action when drawn from the
+  exact prior vs generated and mapped by the paper's rule, with the env and the paper prompt.
+  (``generate_vs_exact.csv``)
 * ``cache`` — the same observation stream (the expert's actions with ε = 0.3 random ones) drives the prior's
   candidate source with the per-prompt cache on and off, and in "generate" mode (k sampled generations, never
   cached): LLM dispatches and prompts scored per env step, and wall time after compilation. (``cache.csv``)
 * ``train`` — DQN-Prior on Tomato Salad with one knob changed from the default (k = 5, argmax over candidates,
   exact prior, env prompt, mean log-probs): k ∈ {1, 3, 5, 10}; Boltzmann softmax(β·Q) with β ∈ {1, 10} (the
-  reference's ``--alpha 10``) instead of argmax; each prompt variant. Seeds: 2 for k and α, 1 for the prompts.
+  reference's ``--alpha 10``) instead of argmax; each prompt variant. 5 seeds, 1,500 env samples each.
   (``train_curves.csv``, ``train_summary.csv``, ``train_k_alpha.png``, ``train_prior.png``)
 """
 
@@ -36,7 +37,7 @@ NAME = "prior_ablations"
 PEXPERT_ENVS = {"overcooked-tomato-salad": "Tomato Salad", "overcooked-tomato-lettuce-salad": "Tomato-Lettuce",
                 "frozen-lake": "Frozen Lake"}
 PROMPTS = [("env", True), ("env", False), ("paper", True), ("paper", False), ("chat", True), ("chat", False)]
-PARTS = ("pexpert", "cache", "train")
+PARTS = ("pexpert", "genexact", "cache", "train")
 
 
 def prompt_label(prompt: str, normalize: bool) -> str:
@@ -89,7 +90,6 @@ def part_pexpert(quick: bool, folder: Path) -> list[dict[str, Any]]:
                          "greedy_llm_success": float(res.final_eval["eval_success"])})
             common.log(f"pexpert {label} {prompt_label(prompt, norm)}: mean {p_exp.mean():.3f} min {p_exp.min():.3f}")
     common.write_csv(folder / "pexpert.csv", rows)
-    _generate_vs_exact(quick, folder)
     groups: dict[str, dict[str, tuple[float, float]]] = {}
     for r in rows:
         groups.setdefault(r["prompt"], {})[r["env"]] = (r["p_expert_mean"], 0.0)
@@ -99,13 +99,16 @@ def part_pexpert(quick: bool, folder: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _generate_vs_exact(quick: bool, folder: Path, k: int = 5) -> list[dict[str, Any]]:
+def part_genexact(quick: bool, folder: Path, k: int = 5) -> list[dict[str, Any]]:
     """At the expert states: how often k = 5 candidates contain the expert action, drawn from the exact prior
-    vs from k generations mapped to actions (the paper's rule), and how many distinct actions they hold."""
+    vs from k generations mapped to actions by the paper's rule (unmatched text → the last admissible action),
+    and how many distinct actions they hold. Generation is tried with the env prompt (free text after "…you
+    should first") and the paper's prompt (which lists the admissible actions, so the model can copy one)."""
     from prior_rl.train import load_prior
 
-    prior = load_prior("smollm2", 1.0, "env", True)
     draws = 1 if quick else 4
+    modes = [("exact", "env")] if quick else [("exact", "env"), ("exact", "paper")]
+    modes += [("generate", "env")] + ([] if quick else [("generate", "paper")])
     rows = []
     for env_name, label in PEXPERT_ENVS.items():
         if quick and env_name != "overcooked-tomato-salad":
@@ -113,18 +116,22 @@ def _generate_vs_exact(quick: bool, folder: Path, k: int = 5) -> list[dict[str, 
         states = expert_states(env_name, 2 if quick else 5)
         obs = [o for o, _ in states]
         expert = np.array([a for _, a in states])
-        for mode in ("exact", "generate"):
-            hit, frac, distinct = [], [], []
+        last = np.array([len(o.actions) - 1 for o in obs])
+        for mode, prompt in modes:
+            prior = load_prior("smollm2", 1.0, prompt, True)
+            hit, frac, distinct, fallback = [], [], [], []
             t0 = time.perf_counter()
             for d in range(draws):
                 cand = np.asarray(prior.candidates(1000 + d, obs, k, mode=mode))
                 hit += list((cand == expert[:, None]).any(1))
                 frac += list((cand == expert[:, None]).mean(1))
                 distinct += [len(set(row)) for row in cand.tolist()]
-            rows.append({"env": label, "mode": mode, "k": k, "states": len(states), "draws": draws,
+                fallback += list((cand == last[:, None]).mean(1))
+            rows.append({"env": label, "mode": mode, "prompt": prompt, "k": k, "states": len(states), "draws": draws,
                          "expert_in_candidates": float(np.mean(hit)), "expert_share_of_candidates": float(np.mean(frac)),
-                         "distinct_actions": float(np.mean(distinct)), "wall_s": time.perf_counter() - t0})
-            common.log(f"generate-vs-exact {label} {mode}: expert in candidates {np.mean(hit):.2f}")
+                         "distinct_actions": float(np.mean(distinct)), "last_action_share": float(np.mean(fallback)),
+                         "wall_s": time.perf_counter() - t0})
+            common.log(f"generate-vs-exact {label} {mode}/{prompt}: expert in candidates {np.mean(hit):.2f}")
     common.write_csv(folder / "generate_vs_exact.csv", rows)
     print(common.markdown_table(rows, list(rows[0])))
     return rows
@@ -227,47 +234,49 @@ def train_variants(quick: bool) -> list[tuple[str, str, dict[str, Any]]]:
     return out
 
 
-GROUP_SEEDS = {"k": 2, "alpha": 2, "prior": 1}  # full mode; the prompt group gets one seed to fit the budget
-
-
 def part_train(quick: bool, folder: Path, n_seeds: int) -> list[dict[str, Any]]:
-    from prior_rl.train import TrainConfig, train
+    from prior_rl.train import TrainConfig, load_prior, train
 
     env_name = "overcooked-tomato-salad"
     b = ({"env_steps": 40, "eval_every": 20, "eval_episodes": 1, "max_episode_steps": 6} if quick
          else {"env_steps": 1500, "eval_every": 250, "eval_episodes": 10})
     variants = train_variants(quick)
-    results: dict[tuple[str, int], list[dict[str, Any]]] = {}  # identical configs run once, shared by groups
+    results: dict[Any, list[dict[str, Any]]] = {}  # identical configs run once, shared by groups
     rows: list[dict[str, Any]] = []
     for group, label, over in variants:
-        for seed in range(n_seeds if quick or n_seeds != 2 else GROUP_SEEDS[group]):
-            key = (repr(sorted(over.items())), seed)
+        for seed in range(n_seeds):
+            config = TrainConfig(env=env_name, algo="dqn-prior", seed=seed, **b, **over, **common.quiet_train_kwargs())
+            key = config  # a frozen dataclass: the default variant of each group runs once
             if key not in results:
+                # the prior (and its prompt cache) is shared by every run of the process: count this run's misses
+                prior = load_prior(config.llm, config.prior_temperature, config.prompt, config.length_normalize)
+                misses0 = prior.cache.misses
                 t0 = time.perf_counter()
-                res = train(TrainConfig(env=env_name, algo="dqn-prior", seed=seed, **b, **over,
-                                        **common.quiet_train_kwargs()))
+                res = train(config)
                 tagged = common.curve_rows(res.history)
                 for r in tagged:
                     r["wall_s"] = round(res.wall_s, 2)
+                    r["new_llm_calls"] = prior.cache.misses - misses0
                 results[key] = tagged
                 common.log(f"train {group} {label} seed {seed}: success {res.final_eval['eval_success']:.2f}, "
                            f"{time.perf_counter() - t0:.1f}s")
             rows += [{"group": group, "variant": label, "seed": seed, **r} for r in results[key]]
     common.write_csv(folder / "train_curves.csv", rows, ["group", "variant", "seed", "env_steps", "eval_success",
-                                                         "eval_return", "llm_calls", "cache_hits", "wall_s"])
+                                                         "eval_return", "llm_calls", "new_llm_calls", "wall_s"])
     summary = []
     for group, label, _ in variants:
         mine = [r for r in rows if r["group"] == group and r["variant"] == label]
         seeds = sorted({r["seed"] for r in mine})
         finals = [max((r for r in mine if r["seed"] == s), key=lambda r: r["env_steps"]) for s in seeds]
         curve = common.mean_std(mine, ["variant"], "env_steps", "eval_success")[(label,)]
-        calls = [float(r.get("llm_calls") or 0) for r in finals]
+        calls = [float(r.get("new_llm_calls") or 0) for r in finals]
         summary.append({"group": group, "variant": label, "seeds": len(seeds),
                         "final_success_mean": float(np.mean([float(r["eval_success"]) for r in finals])),
                         "final_success_std": float(np.std([float(r["eval_success"]) for r in finals])),
                         "auc_success": float(np.mean([p[1] for p in curve])),
                         "samples_to_0.9": common.describe_crossing(common.first_crossing(curve, 0.9), b["env_steps"]),
-                        "llm_calls": float(np.mean(calls)),
+                        "new_llm_calls": float(np.mean(calls)), "distinct_prompts_seen": max(
+                            float(r.get("llm_calls") or 0) for r in finals),
                         "wall_s": float(np.mean([float(r["wall_s"]) for r in finals]))})
     common.write_csv(folder / "train_summary.csv", summary)
     for fname, groups in (("train_k_alpha.png", ("k", "alpha")), ("train_prior.png", ("prior",))):
@@ -293,9 +302,11 @@ def run(quick: bool = False, out: Optional[str] = None, seeds: Optional[int] = N
     folder = common.results_dir(NAME, out)
     clock = common.Stopwatch()
     parts = parts or list(PARTS)
-    n_seeds = seeds or (1 if quick else 2)
+    n_seeds = seeds or (1 if quick else 5)
     if "pexpert" in parts:
         part_pexpert(quick, folder)
+    if "genexact" in parts:
+        part_genexact(quick, folder)
     if "cache" in parts:
         part_cache(quick, folder)
     if "train" in parts:

@@ -108,7 +108,7 @@ def test_prior_ablations_quick(tmp_path):
         assert 0.0 <= float(r["expert_share_of_candidates"]) <= float(r["expert_in_candidates"]) <= 1.0
         assert 1.0 <= float(r["distinct_actions"]) <= int(r["k"])
     summary = _rows(tmp_path / "train_summary.csv")
-    assert {"group", "variant", "final_success_mean", "samples_to_0.9", "llm_calls", "wall_s"} <= set(summary[0])
+    assert {"group", "variant", "final_success_mean", "samples_to_0.9", "new_llm_calls", "wall_s"} <= set(summary[0])
     assert {r["group"] for r in summary} == {"k", "alpha", "prior"}
     _rows(tmp_path / "train_curves.csv")
     _png(tmp_path / "train_k_alpha.png")
