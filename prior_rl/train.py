@@ -385,6 +385,8 @@ def _train_value_based(config: TrainConfig, on_log) -> TrainResult:
     featurizer = Featurizer(encoder, config.style) if encoder is not None else None
     policy = _Policy(config, prior, featurizer)
     k = policy.source.k
+    # the prior (and its cache) is shared by the runs of a process: count this run's calls only
+    calls0 = (prior.cache.misses, prior.cache.hits) if prior is not None and prior.cache is not None else (0, 0)
 
     vec = envs.VectorEnv(lambda: make_env(config), config.num_envs)
     host_rng = np.random.default_rng(config.seed)
@@ -459,7 +461,7 @@ def _train_value_based(config: TrainConfig, on_log) -> TrainResult:
             ev = evaluate(config, act_batch, config.eval_episodes, seed=10_000 + config.seed * 1000)
             row = {"env_steps": env_steps, "updates": updates, "episodes": episodes, **ev, **last_metrics}
             if prior is not None and getattr(prior, "cache", None) is not None:
-                row["llm_calls"], row["cache_hits"] = prior.cache.misses, prior.cache.hits
+                row["llm_calls"], row["cache_hits"] = prior.cache.misses - calls0[0], prior.cache.hits - calls0[1]
             run.log(row, on_log)
             next_eval += config.eval_every
 
@@ -524,7 +526,7 @@ def _train_value_based(config: TrainConfig, on_log) -> TrainResult:
             if env_steps < next_eval:  # an evaluation due now logs these metrics in its own row
                 row = {"env_steps": env_steps, "updates": updates, "episodes": episodes, **last_metrics}
                 if prior is not None and getattr(prior, "cache", None) is not None:
-                    row["llm_calls"], row["cache_hits"] = prior.cache.misses, prior.cache.hits
+                    row["llm_calls"], row["cache_hits"] = prior.cache.misses - calls0[0], prior.cache.hits - calls0[1]
                 run.log(row, on_log)
             next_log += config.log_every
 
@@ -534,7 +536,7 @@ def _train_value_based(config: TrainConfig, on_log) -> TrainResult:
     final = evaluate(config, act_batch, max(config.eval_episodes, 1), seed=20_000 + config.seed * 1000)
     row = {"env_steps": env_steps, "updates": updates, "episodes": episodes, **final, **last_metrics}
     if prior is not None and getattr(prior, "cache", None) is not None:
-        row["llm_calls"], row["cache_hits"] = prior.cache.misses, prior.cache.hits
+        row["llm_calls"], row["cache_hits"] = prior.cache.misses - calls0[0], prior.cache.hits - calls0[1]
     run.log(row, on_log)
     run.finish()
     vec.close()
