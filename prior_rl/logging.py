@@ -116,5 +116,6 @@ def plot_curves(
     os.close(fd)
     fig.savefig(tmp)
     plt.close(fig)
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; a plot is meant to be shared
     os.replace(tmp, path)
     return path
