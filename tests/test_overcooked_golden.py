@@ -17,7 +17,6 @@ import pytest
 
 import envs
 from envs.overcooked import OvercookedState, observation_vector, step_state
-from envs.overcooked.core import TASKS
 
 GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "overcooked_golden"
 FILES = {
