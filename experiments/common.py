@@ -19,6 +19,8 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from prior_rl.logging import save_figure
+
 RESULTS_ROOT = Path(__file__).resolve().parent / "results"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # the paper's own offline Tomato-Lettuce dataset, next to the repository (as tests/test_datasets.py finds it)
@@ -148,13 +150,7 @@ def plot_panels(panels: Sequence[Mapping[str, Any]], path: Path, title: str = ""
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_bars(groups: Mapping[str, Mapping[str, tuple[float, float]]], path: Path, ylabel: str, title: str = "",
@@ -184,12 +180,7 @@ def plot_bars(groups: Mapping[str, Mapping[str, tuple[float, float]]], path: Pat
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> str:
