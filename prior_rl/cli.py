@@ -36,6 +36,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt", choices=("env", "paper", "chat"), default="env",
                    help="env: the environment's prompt, actions scored as its continuation (TWOSOME); "
                         "paper: RL-LLM-Prior's query listing the admissible actions; chat: that in the chat template")
+    p.add_argument("--history", type=int, default=0, metavar="H",
+                   help="show the last H (state, action) steps in the paper/chat Overcooked prompt (reference: 5)")
     p.add_argument("--sum-logprobs", action="store_true",
                    help="score actions by summed token log-probs (default: mean, TWOSOME's normalisation)")
     p.add_argument("--feature-style", default=None, choices=("paper", "paper_alfworld", "task"))
@@ -102,7 +104,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     env = args.env or default_env
     run_dir = args.run_dir or str(Path("runs") / f"{env}-{args.algo}-s{args.seed}")
     common = dict(env=env, seed=args.seed, llm=args.llm, encoder=args.encoder, k=args.k, prior_mode=args.prior_mode,
-                  prompt=args.prompt, length_normalize=not args.sum_logprobs,
+                  prompt=args.prompt, length_normalize=not args.sum_logprobs, history=args.history,
                   feature_style=args.feature_style, max_episode_steps=args.max_episode_steps,
                   eval_episodes=args.eval_episodes, devices=args.devices, run_dir=run_dir,
                   checkpoint_every=args.checkpoint_every,

@@ -77,6 +77,9 @@ class RunConfig:
                        "generate" (k generations mapped to actions, the paper's rule).
     prior_temperature: temperature of the prior when sampling candidates / acting as the LLM policy.
     prompt, length_normalize: how the prior scores actions (see :func:`load_prior`).
+    history:           keep the last ``history`` (state, action) pairs in ``obs.extra["history"]``
+                       (:class:`envs.history.WithHistory`), which the "paper" and "chat" Overcooked prompts show
+                       under "History:" (the reference uses 5); 0 = none.
     max_candidates:    candidate slots when every admissible action is a candidate (rounded up to a multiple of 8).
     devices:           run update dispatches data-parallel over this many devices.
     """
@@ -93,6 +96,7 @@ class RunConfig:
     prior_temperature: float = 1.0
     prompt: str = "env"
     length_normalize: bool = True
+    history: int = 0
     max_candidates: int = 8
     devices: int = 1
     eval_every: int = 500
@@ -109,6 +113,8 @@ class RunConfig:
             raise ValueError(f"unknown environment {self.env!r}; valid names are: {', '.join(envs.names())}")
         if self.k < 1:
             raise ValueError(f"k must be a positive number of candidates, got {self.k}")
+        if self.history < 0:
+            raise ValueError(f"history must be 0 (none) or a positive number of steps, got {self.history}")
         if (self.checkpoint_every or self.resume) and not self.run_dir:
             raise ValueError("checkpoints and --resume need a run directory (run_dir / --run-dir)")
 
@@ -188,7 +194,12 @@ def make_env(config: TrainConfig, **extra: Any) -> envs.TextEnv:
     cap_key = "max_macro_steps" if config.env.startswith("overcooked") else "max_episode_steps"
     options.setdefault(cap_key, config.episode_cap)
     options.update(extra)
-    return envs.make(config.env, **options)
+    env = envs.make(config.env, **options)
+    if getattr(config, "history", 0):
+        from envs.history import WithHistory
+
+        env = WithHistory(env, config.history)
+    return env
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,61 @@
+"""The last H (state, action) pairs of an episode, carried in each observation for history-conditioned prompts.
+
+The reference's Overcooked prior prompt has a ``History:`` block with the last ``hislen`` steps (H = 5 in its
+scripts; method.md §3.3), rendered by :func:`prior_rl.prompts.overcooked_prompt` from ``obs.extra["history"]``.
+Environments stay memoryless; :class:`WithHistory` wraps any :class:`envs.base.TextEnv` and fills that field:
+
+    env = WithHistory(envs.make("overcooked-tomato-lettuce-salad"), length=5)
+    obs, _ = env.reset(seed=0)            # obs.extra["history"] == ()
+    obs, *_ = env.step(0)                 # obs.extra["history"] == ((state_0, action_text_0),)
+
+A history makes revisits of the same prompt rarer, so the prior's cache hits less often: the LLM-call counts of
+runs with and without history are not comparable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+from typing import Any
+
+from envs.base import TextEnv, TextObservation
+
+
+class WithHistory:
+    """``env`` with ``obs.extra["history"]`` = the last ``length`` ``(state, action text)`` pairs of the episode,
+    oldest first. Everything else (``expert_action``, ``close``, engine-specific attributes) is ``env``'s."""
+
+    def __init__(self, env: TextEnv, length: int):
+        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+            raise ValueError(f"history length must be a positive integer, got {length!r}")
+        self.env = env
+        self.length = length
+        self._history: deque[tuple[str, str]] = deque(maxlen=length)
+        self._obs: TextObservation | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        # only called for attributes this wrapper does not define
+        return getattr(self.env, name)
+
+    @property
+    def observation(self) -> TextObservation:
+        if self._obs is None:
+            raise RuntimeError(f"{self.env.name}: call reset() before reading the observation")
+        return self._obs
+
+    def _with_history(self, obs: TextObservation) -> TextObservation:
+        return dataclasses.replace(obs, extra={**obs.extra, "history": tuple(self._history)})
+
+    def reset(self, seed: int | None = None) -> tuple[TextObservation, dict[str, Any]]:
+        obs, info = self.env.reset(seed=seed)
+        self._history.clear()
+        self._obs = self._with_history(obs)
+        return self._obs, info
+
+    def step(self, action: int | str) -> tuple[TextObservation, float, bool, bool, dict[str, Any]]:
+        before = self.env.observation
+        index = self.env.action_index(action)  # validates before anything is recorded
+        obs, reward, terminated, truncated, info = self.env.step(index)
+        self._history.append((before.state or before.prompt, before.actions[index]))
+        self._obs = self._with_history(obs)
+        return self._obs, reward, terminated, truncated, info

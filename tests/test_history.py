@@ -1,0 +1,62 @@
+"""envs.history.WithHistory: the last H (state, action) pairs ride in obs.extra["history"] and reach the prompt."""
+
+import pytest
+
+import envs
+from envs.history import WithHistory
+from prior_rl.prompts import PromptBuilder
+
+
+def _env(length=2):
+    return WithHistory(envs.make("overcooked-tomato-salad"), length)
+
+
+def test_history_keeps_the_last_h_steps_and_resets():
+    env = _env(2)
+    obs, _ = env.reset(seed=0)
+    assert obs.extra["history"] == ()
+    seen = []
+    for i in range(3):
+        seen.append((obs.state, obs.actions[i % len(obs.actions)]))
+        obs, *_ = env.step(i % len(obs.actions))
+        assert obs.extra["history"] == tuple(seen[-2:])
+        assert env.observation is obs
+    obs, _ = env.reset(seed=1)
+    assert obs.extra["history"] == ()
+
+
+def test_history_accepts_action_texts_and_rejects_bad_actions_without_recording():
+    env = _env(3)
+    obs, _ = env.reset(seed=0)
+    with pytest.raises(ValueError, match="admissible"):
+        env.step("fly to the moon")
+    assert env.observation.extra["history"] == ()
+    state, text = obs.state, obs.actions[-1]
+    obs, *_ = env.step(text)
+    assert obs.extra["history"] == ((state, text),)
+    assert env.expert_action() in range(len(obs.actions))  # the wrapped env's methods pass through
+
+
+def test_history_appears_in_the_paper_prompt():
+    env = _env(5)
+    obs, _ = env.reset(seed=0)
+    first = PromptBuilder()(obs)
+    state, action = obs.state, obs.actions[0]
+    obs, *_ = env.step(0)
+    second = PromptBuilder()(obs)
+    assert "History:\n\nCurrent Observation" in first
+    assert f"History:\nObservation: {state}. Action: {action}.\nCurrent Observation: " in second
+
+
+def test_bad_history_length_is_a_clear_error():
+    with pytest.raises(ValueError, match="history length"):
+        WithHistory(envs.make("overcooked-tomato-salad"), 0)
+
+
+def test_train_config_history_wraps_the_env():
+    from prior_rl.train import TrainConfig, make_env
+
+    env = make_env(TrainConfig(history=3, progress=False))
+    assert isinstance(env, WithHistory) and env.length == 3
+    with pytest.raises(ValueError, match="history"):
+        TrainConfig(history=-1)
