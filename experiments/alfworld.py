@@ -50,8 +50,9 @@ def split_sizes() -> dict[str, int]:
 
 def run(seeds: list[int], out: Path, env_steps: int, cap: int, k_sweep: list[int], evals: int = 4,
         eval_episodes: Optional[int] = None, methods: tuple[str, ...] = METHODS,
-        prior_cache: Optional[Path] = None) -> list[dict]:
-    """Train and evaluate every method; ``eval_episodes`` None = every game of the split once."""
+        prior_cache: Optional[Path] = None, synthetic: tuple[float, ...] = ()) -> list[dict]:
+    """Train and evaluate every method; ``eval_episodes`` None = every game of the split once. ``synthetic``: also
+    DQN-Prior with the expert-mixture prior (``prior_rl.synthetic``) at each of these p(expert)."""
     out.mkdir(parents=True, exist_ok=True)
     sizes = split_sizes()
     episodes = {s: eval_episodes or n for s, n in sizes.items()}
@@ -66,17 +67,20 @@ def run(seeds: list[int], out: Path, env_steps: int, cap: int, k_sweep: list[int
     cache = PersistentPriorCache(train_mod.load_prior(prior_config.llm, prior_config.prior_temperature,
                                                       prior_config.prompt, prior_config.length_normalize),
                                  prior_cache)
-    for algo in methods:
+    plan = [(algo, "smollm2") for algo in methods] + [("dqn-prior", f"expert-mix:{p:g}") for p in synthetic]
+    for algo, llm in plan:
         for seed in seeds:
             # the LLM policy does not learn: it is only evaluated (two steps satisfy the run loop)
             steps = 2 if algo == "llm" else env_steps
-            config = TrainConfig(algo=algo, seed=seed, env_steps=steps, eval_every=max(steps // evals, 1), **base)
+            config = TrainConfig(algo=algo, seed=seed, env_steps=steps, eval_every=max(steps // evals, 1), llm=llm,
+                                 **base)
             t0 = time.perf_counter()
             result = train(config)
             train_wall = time.perf_counter() - t0
             cache.save()
-            curves += common.curve_rows(result.history, method=algo, seed=seed)
-            row = dict(method=algo, seed=seed, env_steps=steps if algo != "llm" else 0, cap=cap)
+            prior = llm if algo != "dqn" else ""
+            curves += common.curve_rows(result.history, method=algo, prior=prior, seed=seed)
+            row = dict(method=algo, prior=prior, seed=seed, env_steps=steps if algo != "llm" else 0, cap=cap)
             rows.append({**row, "split": "train", "k": _k(algo, config.k), **_eval_cols(result.final_eval),
                          "llm_calls": result.history[-1].get("llm_calls", 0), "wall_s": round(train_wall, 1)})
             unseen = dataclasses.replace(result.config, env_options=(("split", "unseen"),),
@@ -93,9 +97,9 @@ def run(seeds: list[int], out: Path, env_steps: int, cap: int, k_sweep: list[int
                 cache.save()
             common.write_csv(out / "results.csv", rows)
             common.write_csv(out / "curves.csv", curves)
-            print(f"[alfworld] {algo} seed {seed} done: " + ", ".join(
+            print(f"[alfworld] {algo} {prior} seed {seed} done: " + ", ".join(
                 f"{r['split']} k={r['k'] or '-'} {r['success']:.3f}" for r in rows if r["method"] == algo
-                and r["seed"] == seed), flush=True)
+                and r["prior"] == prior and r["seed"] == seed), flush=True)
     plot(rows, curves, out / "alfworld.png", episodes)
     return rows
 
@@ -172,18 +176,23 @@ def _with_k(result, k: int) -> Callable:
     return act
 
 
+def _label(method: str, prior: str) -> str:
+    if prior.startswith("expert-mix:"):
+        return f"DQN-Prior, synthetic p(expert)={prior.split(':')[1]}"
+    return LABELS[method]
+
+
 def plot(rows: list[dict], curves: list[dict], path: Path, episodes: dict[str, int]) -> Path:
     """Panel 1: training-task success vs env samples (mean ± std over seeds; the LLM as a line).
-    Panel 2: unseen-task success vs k for DQN-Prior, with DQN and the LLM as lines."""
-    learning = common.mean_std(curves, ["method"], "env_steps", "eval_success")
-    panel1 = {"curves": {LABELS[m]: [p[:3] for p in learning[(m,)]] for m in ("dqn-prior", "dqn")
-                         if (m,) in learning},
+    Panel 2: unseen-task success vs k for each DQN-Prior prior, with DQN and the LLM as lines."""
+    learning = common.mean_std(curves, ["method", "prior"], "env_steps", "eval_success")
+    panel1 = {"curves": {_label(m, pr): [p[:3] for p in pts] for (m, pr), pts in learning.items() if m != "llm"},
               "hlines": {}, "xlabel": "environment samples",
               "ylabel": f"success, {episodes['train']} training tasks", "title": "learning (claim 1)"}
     unseen = [r for r in rows if r["split"] == "unseen"]
-    by_k = common.mean_std([r for r in unseen if r["method"] == "dqn-prior"], ["method"], "k", "success")
-    panel2 = {"curves": {"DQN-Prior, trained with k=5": [p[:3] for p in by_k.get(("dqn-prior",), [])]},
-              "hlines": {}, "xlabel": "k (prior candidates at test time)",
+    by_k = common.mean_std([r for r in unseen if r["method"] == "dqn-prior"], ["method", "prior"], "k", "success")
+    panel2 = {"curves": {_label(m, pr): [p[:3] for p in pts] for (m, pr), pts in by_k.items()},
+              "hlines": {}, "xlabel": "k (prior candidates at test time; trained with k=5)",
               "ylabel": f"success, {episodes['unseen']} unseen tasks", "title": "generalisation (claim 3)"}
     train_rows = [r for r in rows if r["split"] == "train"]
     for m in ("llm", "dqn"):
@@ -205,24 +214,30 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--cap", type=int, default=None, help="steps per episode (expert plans take 4–5)")
     parser.add_argument("--k-sweep", type=int, nargs="*", default=None)
     parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--synthetic", type=float, nargs="*", default=None, metavar="P",
+                        help="also DQN-Prior with a synthetic prior putting P on the expert's command "
+                             "(prior_rl/synthetic.py): what a stronger prior would change (full mode: 0.3 0.6)")
     parser.add_argument("--prior-cache", default=None,
                         help=f"npz file for the prior's answers, read at start and saved as runs finish "
                              f"(default {DEFAULT_PRIOR_CACHE}; 'none' disables; --quick: none)")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
     if args.quick:
-        seeds, steps, episodes, cap, ks, evals, cache = [0], 2, 1, 2, [1], 1, None
+        seeds, steps, episodes, cap, ks, evals, cache, synth = [0], 2, 1, 2, [1], 1, None, (0.5,)
     else:
-        seeds, steps, episodes, cap, ks, evals, cache = [0], 2000, None, 15, [1, 3, 5, 10], 4, DEFAULT_PRIOR_CACHE
+        seeds, steps, episodes, cap, ks, evals, cache, synth = ([0], 2000, None, 15, [1, 3, 5, 10], 4,
+                                                                 DEFAULT_PRIOR_CACHE, (0.3, 0.6))
     if args.prior_cache is not None:
         cache = None if args.prior_cache.lower() == "none" else Path(args.prior_cache)
     t0 = time.perf_counter()
     rows = run(args.seeds if args.seeds is not None else seeds, Path(args.out), args.env_steps or steps,
                args.cap or cap, args.k_sweep if args.k_sweep is not None else ks, args.evals or evals,
-               args.eval_episodes or episodes, tuple(args.methods), cache)
-    print(f"{'method':10s} {'seed':>4s} {'split':7s} {'k':>3s} {'success':>8s} {'length':>7s} {'llm calls':>9s}")
+               args.eval_episodes or episodes, tuple(args.methods), cache,
+               tuple(args.synthetic) if args.synthetic is not None else synth)
+    print(f"{'method':10s} {'prior':15s} {'seed':>4s} {'split':7s} {'k':>3s} {'success':>8s} {'length':>7s} "
+          f"{'llm calls':>9s}")
     for r in rows:
-        print(f"{r['method']:10s} {r['seed']:4d} {r['split']:7s} {str(r['k']):>3s} {r['success']:8.3f} "
+        print(f"{r['method']:10s} {r['prior']:15s} {r['seed']:4d} {r['split']:7s} {str(r['k']):>3s} {r['success']:8.3f} "
               f"{r['length']:7.1f} {r['llm_calls']:9d}")
     print(f"wall time {time.perf_counter() - t0:.0f} s; outputs in {args.out}")
     return rows

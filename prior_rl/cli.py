@@ -27,7 +27,7 @@ def _optional_int(text: str) -> Optional[int]:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", default=None, help=f"environment: one of {', '.join(envs.names())}")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--llm", default="smollm2", help="LLM prior: 'smollm2' (embedded), a local HF dir or a .gguf file")
+    p.add_argument("--llm", default="smollm2", help="LLM prior: 'smollm2' (embedded), a local HF dir or a .gguf file; 'expert-mix:P' is a synthetic prior with P on the env's expert command (alfworld-pick)")
     p.add_argument("--encoder", default="minilm", help="Q features: 'minilm' (embedded) or a local HF BERT dir")
     p.add_argument("--k", type=int, default=5, help="prior candidates per state (paper: 5)")
     p.add_argument("--prior-mode", choices=("exact", "generate"), default="exact",

@@ -218,9 +218,16 @@ def load_prior(llm: str, temperature: float = 1.0, prompt: str = "env", normaliz
     observation, the admissible list, "Action:"); "chat": the paper's query in the model's chat template.
     normalize: score an action by its mean token log-prob (TWOSOME's length normalisation) instead of the sum.
     With SmolLM2-135M the "env" prompt with normalisation covers the expert action best (RESULTS.md).
+    ``llm="expert-mix:P"`` is a synthetic prior that puts P on the environment's expert command
+    (:mod:`prior_rl.synthetic`), to measure what a stronger prior would change.
     """
     if prompt not in PROMPTS:
         raise ValueError(f"unknown prompt {prompt!r}; valid prompts are: {', '.join(PROMPTS)}")
+    from prior_rl import synthetic
+
+    p_expert = synthetic.parse_spec(llm)
+    if p_expert is not None:  # "expert-mix:P": a synthetic prior of known quality, no LLM (prior_rl/synthetic.py)
+        return synthetic.ExpertMixturePrior(p_expert, temperature)
     key = ("prior", llm, str(temperature), prompt, str(normalize))
     if key not in _MODELS:
         from prior_rl.cache import PriorCache

@@ -51,7 +51,7 @@ def _play_expert(env: AlfworldPick, seed: int) -> tuple[list[str], dict]:
     commands = []
     while True:
         index = env.expert_action()
-        assert obs.actions[index] == info["expert_action"]
+        assert obs.actions[index] == info["expert_action"] == obs.extra["expert_action"]
         commands.append(obs.actions[index])
         obs, reward, terminated, truncated, info = env.step(index)
         if terminated or truncated:

@@ -166,8 +166,8 @@ class AlfworldPick(TextEnv):
     game:              pin one game (index, or its task text); default: chosen by the reset seed.
     cache_dir:         where generated games live (default ``default_cache_dir()``).
     parse_cache:       memoise textworld's parsing (default True; identical observations, steps 3-4.5x faster).
-    expert_in_info:    compute ``info["expert_action"]`` every step (default True; off saves replanning when the
-                       agent leaves the expert's plan).
+    expert_in_info:    compute ``info["expert_action"]`` (also ``obs.extra["expert_action"]``) every step (default
+                       True; off saves replanning when the agent leaves the expert's plan).
     """
 
     name = "alfworld-pick"
@@ -278,7 +278,14 @@ class AlfworldPick(TextEnv):
         self._won = bool(state["won"])
         self._plan = None
         obs = self._observation(state.feedback, state["admissible_commands"])
-        return obs, self._info()
+        return obs, self._with_expert(obs, self._info())
+
+    def _with_expert(self, obs: TextObservation, info: dict[str, Any]) -> dict[str, Any]:
+        # the expert's next command also rides in the observation, for agents that only see observations
+        # (e.g. prior_rl.synthetic's expert-mixture prior); prompts and features never read it
+        if "expert_action" in info:
+            obs.extra["expert_action"] = info["expert_action"]
+        return info
 
     def _step(self, index: int) -> tuple[TextObservation, float, bool, bool, dict[str, Any]]:
         command = self.observation.actions[index]
@@ -289,7 +296,7 @@ class AlfworldPick(TextEnv):
         else:
             self._plan = None
         obs = self._observation(state.feedback, state["admissible_commands"])
-        return obs, float(score), bool(done), False, self._info()
+        return obs, float(score), bool(done), False, self._with_expert(obs, self._info())
 
     # -- expert -----------------------------------------------------------------------------------------------
     def _expert_plan(self) -> list[str]:
