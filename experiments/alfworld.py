@@ -32,8 +32,9 @@ from prior_rl.train import TrainConfig, evaluate, train
 RESULTS = Path(__file__).resolve().parent / "results" / "alfworld"
 DEFAULT_PRIOR_CACHE = Path(os.environ.get("PRIOR_RL_CACHE", Path.home() / ".cache" / "prior_rl")) / \
     "alfworld_prior_cache.npz"
-METHODS = ("dqn-prior", "dqn", "llm")
-LABELS = {"dqn-prior": "DQN-Prior (k=5)", "dqn": "DQN (all commands)", "llm": "LLM (greedy)"}
+METHODS = ("dqn-prior", "dqn", "llm", "llm-sampled")
+LABELS = {"dqn-prior": "DQN-Prior (k=5)", "dqn": "DQN (all commands)", "llm": "LLM (greedy)",
+          "llm-sampled": "LLM (sampled)"}
 
 
 def split_sizes() -> dict[str, int]:
@@ -50,9 +51,11 @@ def split_sizes() -> dict[str, int]:
 
 def run(seeds: list[int], out: Path, env_steps: int, cap: int, k_sweep: list[int], evals: int = 4,
         eval_episodes: Optional[int] = None, methods: tuple[str, ...] = METHODS,
-        prior_cache: Optional[Path] = None, synthetic: tuple[float, ...] = ()) -> list[dict]:
+        prior_cache: Optional[Path] = None, synthetic: tuple[float, ...] = (),
+        synthetic_seeds: Optional[list[int]] = None) -> list[dict]:
     """Train and evaluate every method; ``eval_episodes`` None = every game of the split once. ``synthetic``: also
-    DQN-Prior with the expert-mixture prior (``prior_rl.synthetic``) at each of these p(expert)."""
+    DQN-Prior and the sampled prior policy with the expert-mixture prior (``prior_rl.synthetic``) at each of these
+    p(expert), over ``synthetic_seeds`` (default ``seeds``; these runs make no LLM calls, so they afford more)."""
     out.mkdir(parents=True, exist_ok=True)
     sizes = split_sizes()
     episodes = {s: eval_episodes or n for s, n in sizes.items()}
@@ -67,29 +70,41 @@ def run(seeds: list[int], out: Path, env_steps: int, cap: int, k_sweep: list[int
     cache = PersistentPriorCache(train_mod.load_prior(prior_config.llm, prior_config.prior_temperature,
                                                       prior_config.prompt, prior_config.length_normalize),
                                  prior_cache)
-    plan = [(algo, "smollm2") for algo in methods] + [("dqn-prior", f"expert-mix:{p:g}") for p in synthetic]
-    for algo, llm in plan:
-        for seed in seeds:
-            # the LLM policy does not learn: it is only evaluated (two steps satisfy the run loop)
-            steps = 2 if algo == "llm" else env_steps
-            config = TrainConfig(algo=algo, seed=seed, env_steps=steps, eval_every=max(steps // evals, 1), llm=llm,
-                                 **base)
-            t0 = time.perf_counter()
-            result = train(config)
-            train_wall = time.perf_counter() - t0
-            cache.save()
+    plan = [(algo, "smollm2", seeds) for algo in methods]
+    plan += [(algo, f"expert-mix:{p:g}", synthetic_seeds or seeds) for p in synthetic
+             for algo in ("dqn-prior", "llm-sampled")]
+    for method, llm, method_seeds in plan:
+        algo = "llm" if method.startswith("llm") else method
+        for seed in method_seeds:
+            config = TrainConfig(algo=algo, seed=seed, env_steps=env_steps, eval_every=max(env_steps // evals, 1),
+                                 llm=llm, **base)
             prior = llm if algo != "dqn" else ""
-            curves += common.curve_rows(result.history, method=algo, prior=prior, seed=seed)
-            row = dict(method=algo, prior=prior, seed=seed, env_steps=steps if algo != "llm" else 0, cap=cap)
-            rows.append({**row, "split": "train", "k": _k(algo, config.k), **_eval_cols(result.final_eval),
-                         "llm_calls": result.history[-1].get("llm_calls", 0), "wall_s": round(train_wall, 1)})
-            unseen = dataclasses.replace(result.config, env_options=(("split", "unseen"),),
-                                         eval_episodes=episodes["unseen"])
+            row = dict(method=method, prior=prior, seed=seed, env_steps=env_steps if algo != "llm" else 0, cap=cap)
+            t0 = time.perf_counter()
+            calls0 = cache.misses()
+            if algo == "llm":  # the prior as a policy does not learn: it is only evaluated
+                policy = _prior_policy(config, sample=method == "llm-sampled")
+                final = evaluate(config, policy, episodes["train"], seed=10_000 + seed * 1000)
+                rows.append({**row, "split": "train", "k": "", **_eval_cols(final),
+                             "llm_calls": cache.misses() - calls0, "wall_s": round(time.perf_counter() - t0, 1)})
+            else:
+                result = train(config)
+                policy = result.act
+                curves += common.curve_rows(result.history, method=method, prior=prior, seed=seed)
+                # train_success is the success rate of the last 20 training episodes at each log row (every 100
+                # samples, ~7 episodes): its maximum is 0 exactly when no training episode succeeded
+                train_success = [h["train_success"] for h in result.history if "train_success" in h]
+                rows.append({**row, "split": "train", "k": _k(algo, config.k), **_eval_cols(result.final_eval),
+                             "train_episodes": result.history[-1].get("episodes", 0),
+                             "train_success_max": max(train_success, default=0.0),
+                             "llm_calls": cache.misses() - calls0, "wall_s": round(time.perf_counter() - t0, 1)})
+            cache.save()
+            unseen = dataclasses.replace(config, env_options=(("split", "unseen"),), eval_episodes=episodes["unseen"])
             sweep = k_sweep if algo == "dqn-prior" else [None]
             for k in sweep:
                 t0 = time.perf_counter()
                 calls0 = cache.misses()
-                act = result.act if k is None or k == config.k else _with_k(result, k)
+                act = policy if k is None or k == config.k else _with_k(result, k)
                 ev = evaluate(unseen if k is None else dataclasses.replace(unseen, k=k), act,
                               episodes["unseen"], seed=30_000 + seed)
                 rows.append({**row, "split": "unseen", "k": _k(algo, k), **_eval_cols(ev),
@@ -97,8 +112,8 @@ def run(seeds: list[int], out: Path, env_steps: int, cap: int, k_sweep: list[int
                 cache.save()
             common.write_csv(out / "results.csv", rows)
             common.write_csv(out / "curves.csv", curves)
-            print(f"[alfworld] {algo} {prior} seed {seed} done: " + ", ".join(
-                f"{r['split']} k={r['k'] or '-'} {r['success']:.3f}" for r in rows if r["method"] == algo
+            print(f"[alfworld] {method} {prior} seed {seed} done: " + ", ".join(
+                f"{r['split']} k={r['k'] or '-'} {r['success']:.3f}" for r in rows if r["method"] == method
                 and r["prior"] == prior and r["seed"] == seed), flush=True)
     plot(rows, curves, out / "alfworld.png", episodes)
     return rows
@@ -152,6 +167,25 @@ class PersistentPriorCache:
         self._saved_at = time.monotonic()
 
 
+def _prior_policy(config: TrainConfig, sample: bool) -> Callable:
+    """The prior itself as a policy over the admissible commands: greedy (argmax) or sampled."""
+    from prior_rl import train as train_mod
+
+    prior = train_mod.load_prior(config.llm, config.prior_temperature, config.prompt, config.length_normalize)
+
+    def act(rng, observations):
+        out = []
+        for lp in prior.logprobs(list(observations)):
+            if sample:
+                p = np.exp(lp - lp.max())
+                out.append(int(rng.choice(len(p), p=p / p.sum())))
+            else:
+                out.append(int(np.argmax(lp)))
+        return np.array(out)
+
+    return act
+
+
 def _with_k(result, k: int) -> Callable:
     """The trained Q acting over k prior candidates instead of the k it was trained with."""
     import jax
@@ -186,7 +220,7 @@ def plot(rows: list[dict], curves: list[dict], path: Path, episodes: dict[str, i
     """Panel 1: training-task success vs env samples (mean ± std over seeds; the LLM as a line).
     Panel 2: unseen-task success vs k for each DQN-Prior prior, with DQN and the LLM as lines."""
     learning = common.mean_std(curves, ["method", "prior"], "env_steps", "eval_success")
-    panel1 = {"curves": {_label(m, pr): [p[:3] for p in pts] for (m, pr), pts in learning.items() if m != "llm"},
+    panel1 = {"curves": {_label(m, pr): [p[:3] for p in pts] for (m, pr), pts in learning.items()},
               "hlines": {}, "xlabel": "environment samples",
               "ylabel": f"success, {episodes['train']} training tasks", "title": "learning (claim 1)"}
     unseen = [r for r in rows if r["split"] == "unseen"]
@@ -195,10 +229,10 @@ def plot(rows: list[dict], curves: list[dict], path: Path, episodes: dict[str, i
               "hlines": {}, "xlabel": "k (prior candidates at test time; trained with k=5)",
               "ylabel": f"success, {episodes['unseen']} unseen tasks", "title": "generalisation (claim 3)"}
     train_rows = [r for r in rows if r["split"] == "train"]
-    for m in ("llm", "dqn"):
+    for m in ("llm", "llm-sampled", "dqn"):
         for panel, pool in ((panel1, train_rows), (panel2, unseen)):
-            vals = [float(r["success"]) for r in pool if r["method"] == m]
-            if vals and (m == "llm" or panel is panel2):
+            vals = [float(r["success"]) for r in pool if r["method"] == m and r["prior"] in ("smollm2", "")]
+            if vals and (m != "dqn" or panel is panel2):
                 panel["hlines"][f"{LABELS[m]}: {np.mean(vals):.2f}"] = float(np.mean(vals))
     return common.plot_panels([panel1, panel2], path, width=4.6)
 
@@ -220,20 +254,23 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--prior-cache", default=None,
                         help=f"npz file for the prior's answers, read at start and saved as runs finish "
                              f"(default {DEFAULT_PRIOR_CACHE}; 'none' disables; --quick: none)")
+    parser.add_argument("--synthetic-seeds", type=int, nargs="*", default=None,
+                        help="seeds of the synthetic-prior runs (default: --seeds; full mode: 0 1 2)")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
     if args.quick:
-        seeds, steps, episodes, cap, ks, evals, cache, synth = [0], 2, 1, 2, [1], 1, None, (0.5,)
+        seeds, steps, episodes, cap, ks, evals, cache, synth, synth_seeds = [0], 2, 1, 2, [1], 1, None, (0.5,), [0]
     else:
-        seeds, steps, episodes, cap, ks, evals, cache, synth = ([0], 2000, None, 15, [1, 3, 5, 10], 4,
-                                                                 DEFAULT_PRIOR_CACHE, (0.3, 0.6))
+        seeds, steps, episodes, cap, ks, evals, cache, synth, synth_seeds = (
+            [0], 2000, None, 15, [1, 3, 5, 10], 4, DEFAULT_PRIOR_CACHE, (0.3, 0.6), [0, 1])
     if args.prior_cache is not None:
         cache = None if args.prior_cache.lower() == "none" else Path(args.prior_cache)
     t0 = time.perf_counter()
     rows = run(args.seeds if args.seeds is not None else seeds, Path(args.out), args.env_steps or steps,
                args.cap or cap, args.k_sweep if args.k_sweep is not None else ks, args.evals or evals,
                args.eval_episodes or episodes, tuple(args.methods), cache,
-               tuple(args.synthetic) if args.synthetic is not None else synth)
+               tuple(args.synthetic) if args.synthetic is not None else synth,
+               args.synthetic_seeds if args.synthetic_seeds is not None else synth_seeds)
     print(f"{'method':10s} {'prior':15s} {'seed':>4s} {'split':7s} {'k':>3s} {'success':>8s} {'length':>7s} "
           f"{'llm calls':>9s}")
     for r in rows:

@@ -21,7 +21,10 @@ def test_alfworld_experiment_quick(tmp_path):
     table = list(csv.DictReader(open(tmp_path / "results.csv")))
     assert len(table) == len(rows) > 0
     assert {(r["method"], r["split"]) for r in table} == {
-        (m, s) for m in ("dqn-prior", "dqn", "llm") for s in ("train", "unseen")}
+        (m, s) for m in ("dqn-prior", "dqn", "llm", "llm-sampled") for s in ("train", "unseen")}
+    # the quick mode also runs the synthetic expert-mixture prior (no LLM calls)
+    assert {r["prior"] for r in table} == {"smollm2", "", "expert-mix:0.5"}
+    assert all(r["llm_calls"] == "0" for r in table if r["prior"] != "smollm2")
     assert any(r["k"] == "1" for r in table)  # the k sweep ran
     assert all(0.0 <= float(r["success"]) <= 1.0 for r in table)
     assert (tmp_path / "alfworld.png").stat().st_size > 1000
