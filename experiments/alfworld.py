@@ -33,7 +33,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "alfworld"
 DEFAULT_PRIOR_CACHE = Path(os.environ.get("PRIOR_RL_CACHE", Path.home() / ".cache" / "prior_rl")) / \
     "alfworld_prior_cache.npz"
 METHODS = ("dqn-prior", "dqn", "llm", "llm-sampled")
-LABELS = {"dqn-prior": "DQN-Prior (k=5)", "dqn": "DQN (all commands)", "llm": "LLM (greedy)",
+LABELS = {"dqn-prior": "DQN-Prior, SmolLM2 prior", "dqn": "DQN (all commands)", "llm": "LLM (greedy)",
           "llm-sampled": "LLM (sampled)"}
 
 
@@ -234,6 +234,11 @@ def plot(rows: list[dict], curves: list[dict], path: Path, episodes: dict[str, i
             vals = [float(r["success"]) for r in pool if r["method"] == m and r["prior"] in ("smollm2", "")]
             if vals and (m != "dqn" or panel is panel2):
                 panel["hlines"][f"{LABELS[m]}: {np.mean(vals):.2f}"] = float(np.mean(vals))
+    # one colour per method/prior in both panels
+    palette = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
+    labels = list(dict.fromkeys([*panel1["curves"], *panel2["curves"]]))
+    styles = {label: {"color": palette[i % len(palette)]} for i, label in enumerate(labels)}
+    panel1["styles"] = panel2["styles"] = styles
     return common.plot_panels([panel1, panel2], path, width=4.6)
 
 

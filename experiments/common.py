@@ -58,6 +58,7 @@ def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], fields: Optional[Se
         w.writeheader()
         for r in rows:
             w.writerow({k: _fmt(r.get(k, "")) for k in fields})
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
     os.replace(tmp, path)
     return path
 
