@@ -29,6 +29,8 @@ timed (the reference samples through a HF ``datasets`` DataLoader, which would o
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib.util
 import json
 import os
 import subprocess
@@ -217,7 +219,7 @@ def torch_bench(algo: str, batches_np: dict, init_params: Any, threads: int) -> 
         step()
     name = f"torch {torch.__version__} ({threads} thread{'s' if threads > 1 else ''})"
     benches = {(name, "1 optimizer step per python iteration"): (step, 1, {})}
-    reference = reference_loop_step(net, target, opt, loss_fn, batches_np, threads)
+    reference = reference_loop_step(net, target, opt, loss_fn, threads)
     if reference is not None:
         benches[(name, REFERENCE_MODE)] = (reference, 1, {})
     return benches, first_loss
@@ -227,20 +229,10 @@ REFERENCE_MODE = "reference loop: HF datasets + DataLoader sampling"
 REPLAY_ITEMS = 4000  # the reference's replay capacity (train_overcooked / CQL --capacity 4000)
 
 
-def reference_loop_step(net, target, opt, loss_fn, batches_np: dict, threads: int) -> Optional[Callable[[], None]]:
-    """One step of the reference's training loop as it is written (value-based/CQL_overcook_salad.py): the replay
-    list becomes a ``datasets.Dataset.from_dict``, drawn by ``RandomSampler(replacement=True)`` through a
-    ``DataLoader`` with transformers' ``default_data_collator``; each batch is ``.float()``-converted, the update
-    runs, the target is soft-updated with ``copy_(t·(1−τ) + p·τ)`` per parameter, and the losses are read with
-    ``.item()``. The loss itself is the same per-sample one as the lean row. None if ``datasets`` is missing
-    (``pip install datasets``: the reference's dependency, not ours)."""
-    try:
-        import datasets
-    except ImportError:
-        return None
-    import torch
-    from torch.utils.data import DataLoader, RandomSampler
-    from transformers import default_data_collator
+@functools.lru_cache(maxsize=1)
+def _reference_dataset() -> Any:
+    """The reference's replay as a ``datasets.Dataset`` (built once; every thread setting samples the same one)."""
+    import datasets
 
     rng = np.random.default_rng(3)
     n = REPLAY_ITEMS
@@ -256,7 +248,23 @@ def reference_loop_step(net, target, opt, loss_fn, batches_np: dict, threads: in
         "next_mask": [np.ones(K, bool) for _ in range(n)],
     }
     datasets.disable_progress_bars()
-    train_data = datasets.Dataset.from_dict(data)
+    return datasets.Dataset.from_dict(data)
+
+
+def reference_loop_step(net, target, opt, loss_fn, threads: int) -> Optional[Callable[[], None]]:
+    """One step of the reference's training loop as it is written (value-based/CQL_overcook_salad.py): the replay
+    list becomes a ``datasets.Dataset.from_dict``, drawn by ``RandomSampler(replacement=True)`` through a
+    ``DataLoader`` with transformers' ``default_data_collator``; each batch is ``.float()``-converted, the update
+    runs, the target is soft-updated with ``copy_(t·(1−τ) + p·τ)`` per parameter, and the losses are read with
+    ``.item()``. The loss itself is the same per-sample one as the lean row. None if ``datasets`` is missing
+    (``pip install datasets``: the reference's dependency, not ours)."""
+    if importlib.util.find_spec("datasets") is None:
+        return None
+    import torch
+    from torch.utils.data import DataLoader, RandomSampler
+    from transformers import default_data_collator
+
+    train_data = _reference_dataset()
     sampler = RandomSampler(train_data, replacement=True, num_samples=10**9)
     loader = iter(DataLoader(train_data, batch_size=B, sampler=sampler, collate_fn=default_data_collator))
     tau = 0.005

@@ -83,7 +83,9 @@ def run(seeds: list[int], out: Path, env_steps: int, cap: int, k_sweep: list[int
             t0 = time.perf_counter()
             calls0 = cache.misses()
             if algo == "llm":  # the prior as a policy does not learn: it is only evaluated
-                policy = _prior_policy(config, sample=method == "llm-sampled")
+                prior_model = train_mod.load_prior(config.llm, config.prior_temperature, config.prompt,
+                                                   config.length_normalize)
+                policy = train_mod.prior_act(prior_model, sample=method == "llm-sampled")
                 final = evaluate(config, policy, episodes["train"], seed=10_000 + seed * 1000)
                 rows.append({**row, "split": "train", "k": "", **_eval_cols(final),
                              "llm_calls": cache.misses() - calls0, "wall_s": round(time.perf_counter() - t0, 1)})
@@ -165,25 +167,6 @@ class PersistentPriorCache:
             return
         self.prior.cache.save(self.path)
         self._saved_at = time.monotonic()
-
-
-def _prior_policy(config: TrainConfig, sample: bool) -> Callable:
-    """The prior itself as a policy over the admissible commands: greedy (argmax) or sampled."""
-    from prior_rl import train as train_mod
-
-    prior = train_mod.load_prior(config.llm, config.prior_temperature, config.prompt, config.length_normalize)
-
-    def act(rng, observations):
-        out = []
-        for lp in prior.logprobs(list(observations)):
-            if sample:
-                p = np.exp(lp - lp.max())
-                out.append(int(rng.choice(len(p), p=p / p.sum())))
-            else:
-                out.append(int(np.argmax(lp)))
-        return np.array(out)
-
-    return act
 
 
 def _with_k(result, k: int) -> Callable:

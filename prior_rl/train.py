@@ -25,7 +25,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -195,7 +195,7 @@ def make_env(config: TrainConfig, **extra: Any) -> envs.TextEnv:
     options.setdefault(cap_key, config.episode_cap)
     options.update(extra)
     env = envs.make(config.env, **options)
-    if getattr(config, "history", 0):
+    if config.history:
         from envs.history import WithHistory
 
         env = WithHistory(env, config.history)
@@ -243,6 +243,23 @@ def load_prior(llm: str, temperature: float = 1.0, prompt: str = "env", normaliz
         _MODELS[key] = ActionPrior(_MODELS[base], prompt_fn=prompt_fn, cache=PriorCache(), normalize=normalize,
                                    temperature=temperature)
     return _MODELS[key]
+
+
+def prior_act(prior: Any, sample: bool = False) -> Callable:
+    """The prior itself as a policy: ``act(rng, observations) -> int [N]``, the argmax of p_LLM over each admissible
+    set, or (``sample``) a draw from it with the numpy generator ``rng``."""
+
+    def act(rng: np.random.Generator, observations: Sequence[envs.TextObservation]) -> np.ndarray:
+        out = []
+        for lp in prior.logprobs(list(observations)):
+            if sample:
+                p = np.exp(lp - lp.max())
+                out.append(int(rng.choice(len(p), p=p / p.sum())))
+            else:
+                out.append(int(np.argmax(lp)))
+        return np.array(out)
+
+    return act
 
 
 def _env_prompt(obs: envs.TextObservation) -> str:
@@ -395,6 +412,22 @@ def _unpack(text: str) -> Any:
     return pickle.loads(base64.b64decode(text))
 
 
+class _LLMCounts:
+    """This run's LLM calls and cache hits as log-row fields (none without a cached prior). The prior and its cache
+    are shared by the runs of a process, so the counts start from the cache's counters at construction."""
+
+    def __init__(self, prior: Any):
+        self.prior = prior
+        cache = getattr(prior, "cache", None)
+        self.start = (cache.misses, cache.hits) if cache is not None else (0, 0)
+
+    def __call__(self) -> dict[str, int]:
+        cache = getattr(self.prior, "cache", None)  # read each time: --resume swaps in the checkpointed cache
+        if cache is None:
+            return {}
+        return {"llm_calls": cache.misses - self.start[0], "cache_hits": cache.hits - self.start[1]}
+
+
 def _train_value_based(config: TrainConfig, on_log) -> TrainResult:
     run = _Run(config)
     prior = (load_prior(config.llm, config.prior_temperature, config.prompt, config.length_normalize)
@@ -403,20 +436,14 @@ def _train_value_based(config: TrainConfig, on_log) -> TrainResult:
     featurizer = Featurizer(encoder, config.style) if encoder is not None else None
     policy = _Policy(config, prior, featurizer)
     k = policy.source.k
-    # the prior (and its cache) is shared by the runs of a process: count this run's calls only
-    calls0 = (prior.cache.misses, prior.cache.hits) if prior is not None and prior.cache is not None else (0, 0)
+    llm_counts = _LLMCounts(prior)
 
     vec = envs.VectorEnv(lambda: make_env(config), config.num_envs)
     host_rng = np.random.default_rng(config.seed)
     key = jax.random.key(config.seed)
 
     if config.algo == "llm":
-        def act_batch(rng, observations, greedy=not config.llm_sample):
-            logp, mask = policy.prior_logp(observations)
-            if greedy:
-                return np.argmax(np.where(mask, logp, -np.inf), axis=1)
-            p = np.exp(logp - logp.max(axis=1, keepdims=True)) * mask
-            return np.array([rng.choice(k, p=row / row.sum()) for row in p])
+        act_batch = prior_act(prior, sample=config.llm_sample)
         agent = agent_state = None
     else:
         agent = _make_q_agent(config)
@@ -478,8 +505,7 @@ def _train_value_based(config: TrainConfig, on_log) -> TrainResult:
             agent_state_ref[0] = agent_state
             ev = evaluate(config, act_batch, config.eval_episodes, seed=10_000 + config.seed * 1000)
             row = {"env_steps": env_steps, "updates": updates, "episodes": episodes, **ev, **last_metrics}
-            if prior is not None and getattr(prior, "cache", None) is not None:
-                row["llm_calls"], row["cache_hits"] = prior.cache.misses - calls0[0], prior.cache.hits - calls0[1]
+            row.update(llm_counts())
             run.log(row, on_log)
             next_eval += config.eval_every
 
@@ -543,8 +569,7 @@ def _train_value_based(config: TrainConfig, on_log) -> TrainResult:
         if env_steps >= next_log:
             if env_steps < next_eval:  # an evaluation due now logs these metrics in its own row
                 row = {"env_steps": env_steps, "updates": updates, "episodes": episodes, **last_metrics}
-                if prior is not None and getattr(prior, "cache", None) is not None:
-                    row["llm_calls"], row["cache_hits"] = prior.cache.misses - calls0[0], prior.cache.hits - calls0[1]
+                row.update(llm_counts())
                 run.log(row, on_log)
             next_log += config.log_every
 
@@ -553,8 +578,7 @@ def _train_value_based(config: TrainConfig, on_log) -> TrainResult:
     agent_state_ref[0] = agent_state
     final = evaluate(config, act_batch, max(config.eval_episodes, 1), seed=20_000 + config.seed * 1000)
     row = {"env_steps": env_steps, "updates": updates, "episodes": episodes, **final, **last_metrics}
-    if prior is not None and getattr(prior, "cache", None) is not None:
-        row["llm_calls"], row["cache_hits"] = prior.cache.misses - calls0[0], prior.cache.hits - calls0[1]
+    row.update(llm_counts())
     run.log(row, on_log)
     run.finish()
     vec.close()
