@@ -1,0 +1,78 @@
+"""Behaviour pin for refactors: short DQN-Prior, DQN, PPO-Prior, PPO and offline CQL-Prior runs must log exactly the
+metrics recorded in ``tests/data/pinned_metrics.json`` (bit-identical on this CPU; wall-clock fields aside).
+
+The file was written by the code before the architecture-v2 refactor (``python -m tests.test_pinned_metrics
+--record``); a change that alters what a seed does must say so and re-record it deliberately.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+PINNED = Path(__file__).parent / "data" / "pinned_metrics.json"
+CLOCK = ("wall_s", "env_steps_per_s")  # the only fields allowed to differ between two runs of one seed
+QUIET = dict(progress=False, tensorboard=False, plot=False)
+
+
+def _online(**kw):
+    from prior_rl.train import TrainConfig
+
+    return TrainConfig(num_envs=2, eval_episodes=2, **QUIET, **kw)
+
+
+RUNS = {
+    "dqn-prior": lambda: _online(env="overcooked-tomato-salad", algo="dqn-prior", env_steps=240, eval_every=120,
+                                 learning_starts=40, train_every=20, updates_per_train=4, seed=1, log_every=60),
+    "dqn": lambda: _online(env="frozen-lake", algo="dqn", env_steps=240, eval_every=120, learning_starts=40,
+                           seed=2, log_every=60),
+    "ppo-prior": lambda: _online(env="frozen-lake", algo="ppo-prior", env_steps=128, eval_every=64,
+                                 rollout_steps=16, seed=3, log_every=32),
+    "ppo": lambda: _online(env="frozen-lake", algo="ppo", env_steps=128, eval_every=64, rollout_steps=16, seed=4,
+                           log_every=32),
+    "cql-prior": None,  # built in _offline (needs OfflineConfig)
+}
+
+
+def _offline():
+    from prior_rl.offline import OfflineConfig
+
+    return OfflineConfig(env="overcooked-tomato-salad", algo="cql-prior", dataset_size=200, updates=200,
+                         updates_per_dispatch=100, eval_every=100, eval_episodes=2, batch_size=32, seed=5, **QUIET)
+
+
+def run_metrics(name: str) -> list[dict]:
+    """One run's logged rows, minus the clock fields. Each run gets fresh models and prior cache."""
+    if name == "cql-prior":
+        from prior_rl.offline import train_offline
+
+        history = train_offline(_offline()).history
+    else:
+        from prior_rl.train import train
+
+        history = train(RUNS[name]()).history
+    return [{k: v for k, v in row.items() if k not in CLOCK} for row in history]
+
+
+def _jsonable(rows: list[dict]) -> list[dict]:
+    return json.loads(json.dumps(rows))  # floats survive a JSON round trip exactly (repr)
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_same_seed_logs_the_pinned_metrics(name):
+    pinned = json.loads(PINNED.read_text())[name]
+    got = _jsonable(run_metrics(name))
+    assert len(got) == len(pinned), (got, pinned)
+    for row, want in zip(got, pinned):
+        assert row == want, {k: (row.get(k), want.get(k)) for k in set(row) | set(want) if row.get(k) != want.get(k)}
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--record"]:
+        sys.exit("usage: python -m tests.test_pinned_metrics --record   (rewrites tests/data/pinned_metrics.json)")
+    out = {name: _jsonable(run_metrics(name)) for name in RUNS}
+    PINNED.write_text(json.dumps(out, indent=1) + "\n")
+    print({k: len(v) for k, v in out.items()})
