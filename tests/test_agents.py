@@ -94,6 +94,91 @@ def test_hard_target_update_every_period():
     assert not np.allclose(history[4][0][0], history[4][1][0])
 
 
+def _random_tree(rng, scale=1.0):
+    f = lambda *s: jnp.asarray(scale * rng.normal(size=s), jnp.float32)
+    return {"dense_0": {"kernel": f(7, 5), "bias": f(5)}, "dense_1": {"kernel": f(5, 3), "bias": f(3)}, "w": f(11)}
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_target_updates_and_apply_updates_are_bit_identical_to_the_hand_written_forms(jit):
+    """The pinned-metrics test compares whole runs bit for bit, so the optax-based helpers must round exactly like
+    the expressions they replaced (under jit too, where XLA fuses the arithmetic)."""
+    import optax
+    from prior_rl.agents import common
+
+    wrap = jax.jit if jit else (lambda f, **kw: f)
+    rng = np.random.default_rng(0)
+    for trial in range(5):
+        target, online, updates = _random_tree(rng), _random_tree(rng), _random_tree(rng, 1e-3)
+        for tau in (0.005, 0.1, 0.37, 1.0):
+            got = wrap(lambda t, o: agents.polyak_update(t, o, tau))(target, online)
+            want = wrap(lambda t, o: jax.tree.map(lambda a, b: (1.0 - tau) * a + tau * b, t, o))(target, online)
+            for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+                np.testing.assert_array_equal(np.asarray(g).view(np.uint32), np.asarray(w).view(np.uint32))
+        for step in range(7):
+            got = wrap(lambda t, o, s: agents.periodic_hard_update(t, o, s, 3))(target, online, jnp.int32(step))
+            src = online if step % 3 == 0 else target  # copies when the step count (this one included) hits 3·j
+            for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(src)):
+                np.testing.assert_array_equal(np.asarray(g).view(np.uint32), np.asarray(w).view(np.uint32))
+        got = wrap(optax.apply_updates)(online, updates)
+        want = wrap(lambda p, u: jax.tree.map(lambda a, b: a + b, p, u))(online, updates)
+        for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            assert g.dtype == w.dtype == jnp.float32
+            np.testing.assert_array_equal(np.asarray(g).view(np.uint32), np.asarray(w).view(np.uint32))
+    assert common.polyak_update is agents.polyak_update
+
+
+# -- argument checks --------------------------------------------------------------------------------------------
+def test_q_agent_rejects_malformed_inputs_with_readable_messages():
+    agent = agents.make_dqn_prior()
+    state = agent.init(jax.random.key(0), 8)
+    feats, mask = jnp.zeros((3, 4, 8)), jnp.ones((3, 4), bool)
+    with pytest.raises(AssertionError, match=r"act: cand_mask should be \[\.\.\., k\] = \(3, 4\)"):
+        agent.act(state, jax.random.key(1), feats, jnp.ones((3, 5), bool))
+    with pytest.raises(AssertionError, match=r"act: cand_feat should have a floating-point dtype"):
+        agent.act(state, jax.random.key(1), jnp.zeros((3, 4, 8), jnp.int32), mask)
+    with pytest.raises(AssertionError, match=r"act: cand_feat has feature size D = 6 but the network was "
+                                             r"initialised with D = 8"):
+        agent.act(state, jax.random.key(1), jnp.zeros((3, 4, 6)), mask)
+    good = random_batches(np.random.default_rng(0), 2, 16, 3, 8)
+    with pytest.raises(AssertionError, match=r"update: reward has shape \(2, 15\), expected \[U, B\] with U = 2 "
+                                             r"from obs_feat, B = 16 from obs_feat"):
+        agent.update(state, good._replace(reward=good.reward[:, :15]))
+    with pytest.raises(AssertionError, match=r"update: next_mask has shape \(2, 16, 2\)"):
+        agent.update(state, good._replace(next_mask=good.next_mask[..., :2]))
+    with pytest.raises(AssertionError, match=r"update: obs_feat should have a floating-point dtype"):
+        agent.update(state, good._replace(obs_feat=good.obs_feat.astype(jnp.int32)))
+    one = jax.tree.map(lambda x: x[0], good)
+    with pytest.raises(AssertionError, match=r"loss: cand_feat has shape \(15, 3, 8\)"):
+        agent.update_step(state, one._replace(cand_feat=one.cand_feat[:15]))
+    with pytest.raises(AssertionError, match=r"update: table should have a floating-point dtype"):
+        rows = jnp.zeros((2, 16), jnp.int32)
+        agent.update(state, IndexedTransition(rows, jnp.zeros((2, 16, 3), jnp.int32), good.cand_mask, good.reward,
+                                              good.discount, jnp.zeros((2, 16, 3), jnp.int32), good.next_mask),
+                     jnp.zeros((5, 8), jnp.int32))
+    agent.update(state, good)  # the well-formed batch passes
+
+
+def test_ppo_agent_rejects_malformed_inputs_with_readable_messages():
+    agent = agents.make_ppo_prior()
+    state = agent.init(jax.random.key(0), 5, 3)
+    feats, mask, prior = jnp.zeros((4, 3, 5)), jnp.ones((4, 3), bool), jnp.full((4, 3), -1.1)
+    with pytest.raises(AssertionError, match=r"act: prior_logp should have act_mask's shape"):
+        agent.act(state, jax.random.key(1), feats, mask, prior[:, :2])
+    with pytest.raises(AssertionError, match=r"act: act_mask should be"):
+        agent.act(state, jax.random.key(1), feats, mask[:3], prior)
+    f = lambda *s: jnp.zeros(s, jnp.float32)
+    batch = agents.PPOBatch(f(2, 8, 3, 5), jnp.ones((2, 8, 3), bool), jnp.zeros((2, 8), jnp.int32), f(2, 8),
+                            f(2, 8), f(2, 8), f(2, 8), f(2, 8, 3))
+    with pytest.raises(AssertionError, match=r"update: action should have an integer dtype"):
+        agent.update(state, batch._replace(action=batch.action.astype(jnp.float32)))
+    with pytest.raises(AssertionError, match=r"update: advantage has shape \(2, 7\)"):
+        agent.update(state, batch._replace(advantage=batch.advantage[:, :7]))
+    with pytest.raises(AssertionError, match=r"update: act_feat should be \[U, B, n\]"):  # rows with a table
+        agent.update(state, batch, jnp.zeros((10, 5)))
+    agent.update(state, batch)
+
+
 # -- the compiled multi-update step -----------------------------------------------------------------------------
 def test_scan_update_equals_sequential_steps_and_compiles_once():
     agent = agents.make_cql_prior()

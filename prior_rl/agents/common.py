@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple, Optional
 
+import chex
 import jax
 import jax.numpy as jnp
 import optax
@@ -46,6 +47,33 @@ class Agent(NamedTuple):
     prepare: Optional[Callable[[Any, jax.Array], Any]] = None
 
 
+def first_layer_inputs(params: PyTree, module: str) -> Optional[int]:
+    """Input size of the first Dense layer of MLP ``module`` in flax ``params`` (the feature size the network was
+    initialised with), or None when ``params`` is not laid out like that."""
+    try:
+        return int(params["params"][module]["dense_0"]["kernel"].shape[0])
+    except (KeyError, TypeError, IndexError, AttributeError):
+        return None
+
+
+def check_action_set(where: str, feat: jax.Array, mask: jax.Array, feat_dim: Optional[int] = None,
+                     names: tuple[str, str] = ("cand_feat", "cand_mask")) -> None:
+    """Static (trace-time, ``jit``-safe) checks of an action set: ``feat`` [..., k, D] float, ``mask`` [..., k]
+    (feat's shape without D) and, when given, D == ``feat_dim``. Raises AssertionError naming ``where``."""
+    f, m = names
+    shape = tuple(jnp.shape(feat))
+    if len(shape) < 2:
+        chex.assert_rank(feat, 2, custom_message=f"{where}: {f} should be [..., k, D], got shape {shape}")
+    chex.assert_type(feat, float, custom_message=(
+        f"{where}: {f} should have a floating-point dtype (features), got {jnp.result_type(feat)}"))
+    chex.assert_shape(mask, shape[:-1], custom_message=(
+        f"{where}: {m} should be [..., k] = {shape[:-1]} ({f} without its feature axis), "
+        f"got shape {tuple(jnp.shape(mask))}"))
+    if feat_dim is not None:
+        chex.assert_axis_dimension(feat, -1, feat_dim, custom_message=(
+            f"{where}: {f} has feature size D = {shape[-1]} but the network was initialised with D = {feat_dim}"))
+
+
 def make_optimizer(
     learning_rate: float = 5e-4, weight_decay: float = 0.01, max_grad_norm: Optional[float] = 1.0
 ) -> optax.GradientTransformation:
@@ -58,14 +86,22 @@ def make_optimizer(
 
 
 def polyak_update(target: PyTree, online: PyTree, tau: float) -> PyTree:
-    """θ̄ ← (1 − τ)·θ̄ + τ·θ  (τ = 1 copies)."""
+    """θ̄ ← (1 − τ)·θ̄ + τ·θ  (τ = 1 copies).
+
+    Deliberately not ``optax.incremental_update(online, target, tau)``: that computes τ·θ + (1 − τ)·θ̄, the same
+    two products in the other order, and under ``jit`` XLA contracts ``a·b + c·d`` into ``fma(·, ·, ·)`` around
+    whichever product comes second, so the two orders differ in the last bit on ~25% of the entries (on CPU).
+    Keeping this order keeps training runs bit-identical to the recorded ones.
+    """
     return jax.tree.map(lambda t, o: (1.0 - tau) * t + tau * o, target, online)
 
 
 def periodic_hard_update(target: PyTree, online: PyTree, step: jax.Array, period: int) -> PyTree:
-    """θ̄ ← θ when ``step`` (the number of gradient steps taken, counting this one) is a multiple of ``period``."""
-    copy = (step % period) == 0
-    return jax.tree.map(lambda t, o: jnp.where(copy, o, t), target, online)
+    """θ̄ ← θ when ``step`` (the number of gradient steps taken, counting this one) is a multiple of ``period``.
+
+    ``optax.periodic_update`` copies when ``step % period == 0``; it selects whole trees (no arithmetic).
+    """
+    return optax.periodic_update(online, target, step, period)
 
 
 def make_update_step(

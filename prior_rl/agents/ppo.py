@@ -7,8 +7,9 @@ The loss (method.md §2.3) on a minibatch of :class:`PPOBatch` is
     L = mean[−min(ρA, clip(ρ, 1±ε)A)] + vf_coef·mean[(V − R)²] − ent_coef·mean[H(π)] + kl_coef·mean[KL(π ‖ p_LLM)]
 
 Advantages are *not* normalised inside the loss (a batch statistic would differ between a full batch and its
-shards); normalise them once per rollout with :func:`prior_rl.losses.normalize_advantages`. GAE:
-:func:`prior_rl.losses.generalized_advantage_estimation`. Minibatch epochs: :func:`make_minibatches`.
+shards); normalise them once per rollout with :func:`prior_rl.losses.normalize_advantages`. GAE over a [T, N]
+rollout with terminations and truncations: :func:`prior_rl.losses.gae_with_truncation`. Minibatch epochs:
+:func:`make_minibatches`.
 
 GFlan's policy is itself an LLM, so it starts at the LLM's distribution; ``add_prior_logits=True``
 reproduces that start for both PPO (no KL) and PPO-Prior. ``make_ppo`` defaults to a from-scratch policy (pure RL),
@@ -20,11 +21,20 @@ from __future__ import annotations
 import dataclasses
 from typing import NamedTuple, Optional
 
+import chex
 import jax
 import jax.numpy as jnp
+import optax
 
 from prior_rl import losses
-from prior_rl.agents.common import Agent, make_optimizer, make_update_step, scan_updates
+from prior_rl.agents.common import (
+    Agent,
+    check_action_set,
+    first_layer_inputs,
+    make_optimizer,
+    make_update_step,
+    scan_updates,
+)
 from prior_rl.networks import PolicyValueNetwork
 
 Array = jax.Array
@@ -93,6 +103,18 @@ def gather_features(batch: PPOBatch, table: Array) -> PPOBatch:
     return batch._replace(act_feat=jnp.take(table, batch.act_feat, axis=0))
 
 
+def check_ppo_batch(where: str, batch: PPOBatch, lead: str = "B", table: Optional[Array] = None) -> None:
+    """Static (trace-time, ``jit``-safe) checks of a batch: every field has the leading axes ``lead`` ("B" for one
+    minibatch, "U B" for ``update``'s stack), the action-set fields agree ([..., n, D] / [..., n]), features and
+    per-sample scalars are float, ``action`` is int. With ``table`` [N, D], ``act_feat`` holds int rows [..., n]."""
+    feat = (batch.act_feat, f"{lead} n", int) if table is not None else (batch.act_feat, f"{lead} n D", float)
+    losses.check_args(where, act_feat=feat, act_mask=(batch.act_mask, f"{lead} n"), action=(batch.action, lead, int),
+                      logp_old=(batch.logp_old, lead, float), value_old=(batch.value_old, lead, float),
+                      advantage=(batch.advantage, lead, float), returns=(batch.returns, lead, float),
+                      prior_logp=(batch.prior_logp, f"{lead} n", float),
+                      state_feat=(batch.state_feat, f"{lead} Ds", float), table=(table, "N D", float))
+
+
 def make_ppo_agent(config: PPOConfig = PPOConfig()) -> Agent:
     """init(key, feat_dim: int, num_actions: int, state_dim: int | None = None) -> PPOState
     act(state, key, act_feat [..., n, D], act_mask [..., n], prior_logp=None, state_feat=None, greedy=False)
@@ -119,6 +141,19 @@ def make_ppo_agent(config: PPOConfig = PPOConfig()) -> Agent:
 
     @jax.jit
     def _act(params, key, act_feat, act_mask, prior_logp, state_feat, greedy):
+        check_action_set("act", act_feat, act_mask, first_layer_inputs(params, "score"), ("act_feat", "act_mask"))
+        if prior_logp is not None:
+            chex.assert_type(prior_logp, float, custom_message=(
+                f"act: prior_logp should have a floating-point dtype, got {jnp.result_type(prior_logp)}"))
+            chex.assert_shape(prior_logp, tuple(act_mask.shape), custom_message=(
+                f"act: prior_logp should have act_mask's shape [..., n] = {tuple(act_mask.shape)}, "
+                f"got {tuple(prior_logp.shape)}"))
+        if state_feat is not None:
+            chex.assert_type(state_feat, float, custom_message=(
+                f"act: state_feat should have a floating-point dtype, got {jnp.result_type(state_feat)}"))
+            chex.assert_shape(state_feat, tuple(act_feat.shape[:-2]) + (first_layer_inputs(params, "value"),),
+                              custom_message=(f"act: state_feat should be [..., Ds] with the action set's batch "
+                                              f"shape {tuple(act_feat.shape[:-2])}, got {tuple(state_feat.shape)}"))
         logits, value = net.apply(params, act_feat, act_mask, prior_logp, state_feat)
         logp_all = losses.masked_log_softmax(logits, act_mask)
         sampled = jax.random.categorical(key, logits, axis=-1)
@@ -136,6 +171,7 @@ def make_ppo_agent(config: PPOConfig = PPOConfig()) -> Agent:
 
     def loss(params, state: PPOState, batch: PPOBatch, num_shards: int = 1):
         del state, num_shards  # every term is a batch mean: pmean over equal shards gives the full-batch loss
+        check_ppo_batch("loss", batch, "B")
         logits, value = net.apply(params, batch.act_feat, batch.act_mask,
                                   batch.prior_logp if config.add_prior_logits else None,
                                   batch.state_feat if config.use_state_feat else None)
@@ -148,11 +184,17 @@ def make_ppo_agent(config: PPOConfig = PPOConfig()) -> Agent:
 
     def apply_gradients(state: PPOState, grads) -> PPOState:
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = jax.tree.map(lambda p, u: p + u, state.params, updates)
+        params = optax.apply_updates(state.params, updates)
         return PPOState(params, opt_state, state.step + 1)
 
     update_step = make_update_step(loss, apply_gradients)
-    update = jax.jit(scan_updates(update_step, gather_features))
+    scanned = scan_updates(update_step, gather_features)
+
+    def update(state: PPOState, batches: PPOBatch, table=None):
+        check_ppo_batch("update", batches, "U B", table)
+        return scanned(state, batches, table)
+
+    update = jax.jit(update)
     return Agent(config, net, init, act, loss, apply_gradients, update_step, update, gather_features)
 
 

@@ -30,11 +30,14 @@ from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import optax
 import numpy as np
 
 from prior_rl import losses
 from prior_rl.agents.common import (
     Agent,
+    check_action_set,
+    first_layer_inputs,
     make_optimizer,
     make_update_step,
     periodic_hard_update,
@@ -43,7 +46,7 @@ from prior_rl.agents.common import (
 )
 from prior_rl.networks import QNetwork
 from prior_rl import replay
-from prior_rl.replay import Transition
+from prior_rl.replay import IndexedTransition, Transition
 
 Array = jax.Array
 
@@ -132,6 +135,24 @@ def select_action(
     return jnp.where(explore, uniform, exploit).astype(jnp.int32)
 
 
+def check_transitions(where: str, batch: Transition | IndexedTransition, lead: str = "B",
+                      table: Optional[Array] = None) -> None:
+    """Static (trace-time, ``jit``-safe) checks of a batch: every field has the leading axes ``lead`` ("B" for one
+    minibatch, "U B" for ``update``'s stack), candidates and masks agree ([..., k, D] / [..., k]), features are float
+    (for an :class:`IndexedTransition`: rows are int and ``table`` [N, D] is float). Raises AssertionError."""
+    if isinstance(batch, IndexedTransition) or hasattr(batch, "obs_idx"):
+        losses.check_args(where, obs_idx=(batch.obs_idx, lead, int), cand_idx=(batch.cand_idx, f"{lead} k", int),
+                          cand_mask=(batch.cand_mask, f"{lead} k"), reward=(batch.reward, lead),
+                          discount=(batch.discount, lead), next_idx=(batch.next_idx, f"{lead} k_next", int),
+                          next_mask=(batch.next_mask, f"{lead} k_next"), table=(table, "N D", float))
+    else:
+        losses.check_args(where, obs_feat=(batch.obs_feat, f"{lead} D", float),
+                          cand_feat=(batch.cand_feat, f"{lead} k D", float), cand_mask=(batch.cand_mask, f"{lead} k"),
+                          reward=(batch.reward, lead), discount=(batch.discount, lead),
+                          next_cand_feat=(batch.next_cand_feat, f"{lead} k_next D", float),
+                          next_mask=(batch.next_mask, f"{lead} k_next"))
+
+
 def make_q_agent(config: QConfig = QConfig()) -> Agent:
     """The shared value-based agent. State: :class:`QState`; batches: :class:`prior_rl.replay.Transition`.
 
@@ -152,6 +173,7 @@ def make_q_agent(config: QConfig = QConfig()) -> Agent:
 
     @jax.jit
     def _act(params, key, cand_feat, cand_mask, epsilon, inv_temperature):
+        check_action_set("act", cand_feat, cand_mask, first_layer_inputs(params, "mlp"))
         q = net.apply(params, cand_feat)
         return select_action(key, q, cand_mask, epsilon, inv_temperature)
 
@@ -166,6 +188,7 @@ def make_q_agent(config: QConfig = QConfig()) -> Agent:
         return _act(state.params, key, cand_feat, cand_mask, epsilon, inv_temperature)
 
     def loss(params, state: QState, batch: Transition, num_shards: int = 1):
+        check_transitions("loss", batch, "B")
         q_a = net.apply(params, batch.obs_feat)  # [B]
         q_next = net.apply(state.target_params, batch.next_cand_feat)  # [B, k]
         discount_t = config.gamma * batch.discount.astype(q_a.dtype)
@@ -186,7 +209,7 @@ def make_q_agent(config: QConfig = QConfig()) -> Agent:
 
     def apply_gradients(state: QState, grads) -> QState:
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = jax.tree.map(lambda p, u: p + u, state.params, updates)
+        params = optax.apply_updates(state.params, updates)
         step = state.step + 1
         if config.target_update == "soft":
             target = polyak_update(state.target_params, params, config.tau)
@@ -195,7 +218,13 @@ def make_q_agent(config: QConfig = QConfig()) -> Agent:
         return QState(params, target, opt_state, step)
 
     update_step = make_update_step(loss, apply_gradients)
-    update = jax.jit(scan_updates(update_step, replay.materialize))
+    scanned = scan_updates(update_step, replay.materialize)
+
+    def update(state: QState, batches, table=None):
+        check_transitions("update", batches, "U B", table)
+        return scanned(state, batches, table)
+
+    update = jax.jit(update)
     return Agent(config, net, init, act, loss, apply_gradients, update_step, update, replay.materialize)
 
 
