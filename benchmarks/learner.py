@@ -318,7 +318,7 @@ def device_worker(ndev: int, seconds: float, updates_per_call: int) -> dict:
     state = agent.init(jax.random.key(0), D)
     mesh = parallel.make_mesh(ndev)
     update = parallel.make_sharded_update(agent, mesh)
-    # one scanned call per dispatch, blocked every call (fake CPU devices deadlock otherwise, llm-offline.md §8.4)
+    # one scanned call per dispatch, blocked every call (fake CPU devices deadlock otherwise, docs/llm-offline.md §8.4)
     batches = parallel.shard_batches(
         Transition(**{k: jnp.asarray(v) for k, v in random_batches(updates_per_call).items()}), mesh)
     holder = [parallel.replicate(state, mesh)]

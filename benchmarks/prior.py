@@ -118,9 +118,9 @@ def torch_scores(model, tok, prompt: str, actions: Sequence[str]) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------------------------
 def throughput(quick: bool, with_torch: bool) -> dict[str, Any]:
-    from prior_rl.padding import bucket_length, pad_sequences
+    from prior_rl.llm.padding import bucket_length, pad_sequences
     from prior_rl.prior import ActionPrior, sample_actions, sequence_logprobs
-    from prior_rl.weights import MODELS, load_llm
+    from prior_rl.llm.weights import MODELS, load_llm
 
     reps = 3 if quick else 5
     t0 = time.perf_counter()
@@ -222,8 +222,8 @@ def tomato_salad_states() -> list[tuple[TextObservation, int]]:
 
 def expert_table() -> dict[str, Any]:
     from prior_rl.prior import ActionPrior
-    from prior_rl.prompts import PromptBuilder
-    from prior_rl.weights import load_llm
+    from prior_rl.prior.prompts import PromptBuilder
+    from prior_rl.llm.weights import load_llm
 
     llm = load_llm("smollm2")
     states = tomato_salad_states()

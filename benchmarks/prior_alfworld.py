@@ -31,9 +31,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--llm", default="smollm2")
     args = parser.parse_args(argv)
 
-    from prior_rl.train import load_prior
+    from prior_rl.run import ModelStore
 
-    prior = load_prior(args.llm, 1.0, args.prompt, not args.sum_logprobs)
+    prior = ModelStore().prior(args.llm, 1.0, args.prompt, not args.sum_logprobs)
     env = envs.make("alfworld-pick", split=args.split)
     n = min(args.games or env.num_games, env.num_games)
     rows, all_p, all_uniform = [], [], []

@@ -2,7 +2,8 @@
 
 Dynamics, reward (1 on reaching the goal) and termination (goal or hole) are gymnasium's own; we add the text
 rendering, a step cap (20 by default, as the reference config's ``max_horizon``; a non-terminal truncation)
-and a BFS expert. The reference's text rendering is unpublished (spec §15.3, §16.6), so this one is ours:
+and a BFS expert. The reference's text rendering is unpublished (docs/overcooked-frozenlake.md §15.3, §16.6),
+so this one is ours:
 
     task:  "Reach the goal at row 3, column 3 without stepping into a hole."
     state: "You are at row 0, column 0 of a 4x4 frozen lake. Left of you is the edge of the lake. Below you is
@@ -29,7 +30,9 @@ _CELL_WORDS = {"S": "frozen ice", "F": "frozen ice", "H": "a hole", "G": "the go
 
 class FrozenLake(TextEnv):
     """Text Frozen Lake. Options: ``map_name`` ("4x4" or "8x8") or ``desc`` (list of row strings),
-    ``is_slippery`` (default False), ``max_episode_steps`` (default 20)."""
+    ``is_slippery`` (default False), ``max_steps`` (default 20).
+
+    Observations: family ``"frozen-lake"`` (the generic prompt: ``prompt`` as written), ``extra["position"]``."""
 
     name = "frozen-lake"
 
@@ -38,9 +41,9 @@ class FrozenLake(TextEnv):
         map_name: str = "4x4",
         desc: list[str] | None = None,
         is_slippery: bool = False,
-        max_episode_steps: int | None = 20,
+        max_steps: int | None = 20,
     ):
-        super().__init__(max_episode_steps=max_episode_steps)
+        super().__init__(max_steps=max_steps)
         if desc is None and map_name not in ("4x4", "8x8"):
             raise ValueError(f"frozen-lake: map_name must be '4x4' or '8x8' (or pass desc=[...]), got {map_name!r}")
         # gymnasium's own TimeLimit is removed: the step cap is ours (base class), so it is the same for all envs.
@@ -81,7 +84,7 @@ class FrozenLake(TextEnv):
         )
         return TextObservation(
             prompt=prompt, actions=ACTIONS, task=self.task, state=state,
-            extra={"family": "frozen-lake", "position": self._position},
+            family="frozen-lake", extra={"position": self._position},
         )
 
     # -- protocol ------------------------------------------------------------------------------------------

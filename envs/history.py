@@ -1,12 +1,12 @@
 """The last H (state, action) pairs of an episode, carried in each observation for history-conditioned prompts.
 
 The reference's Overcooked prior prompt has a ``History:`` block with the last ``hislen`` steps (H = 5 in its
-scripts; method.md §3.3), rendered by :func:`prior_rl.prompts.overcooked_prompt` from ``obs.extra["history"]``.
+scripts; docs/method.md §3.3), rendered by :func:`prior_rl.prior.prompts.overcooked_prompt` from ``obs.history``.
 Environments stay memoryless; :class:`WithHistory` wraps any :class:`envs.base.TextEnv` and fills that field:
 
     env = WithHistory(envs.make("overcooked-tomato-lettuce-salad"), length=5)
-    obs, _ = env.reset(seed=0)            # obs.extra["history"] == ()
-    obs, *_ = env.step(0)                 # obs.extra["history"] == ((state_0, action_text_0),)
+    obs, _ = env.reset(seed=0)            # obs.history == ()
+    obs, *_ = env.step(0)                 # obs.history == ((state_0, action_text_0),)
 
 A history makes revisits of the same prompt rarer, so the prior's cache hits less often: the LLM-call counts of
 runs with and without history are not comparable.
@@ -22,7 +22,7 @@ from envs.base import TextEnv, TextObservation
 
 
 class WithHistory:
-    """``env`` with ``obs.extra["history"]`` = the last ``length`` ``(state, action text)`` pairs of the episode,
+    """``env`` with ``obs.history`` = the last ``length`` ``(state, action text)`` pairs of the episode,
     oldest first. Everything else (``expert_action``, ``close``, engine-specific attributes) is ``env``'s."""
 
     def __init__(self, env: TextEnv, length: int):
@@ -44,7 +44,7 @@ class WithHistory:
         return self._obs
 
     def _with_history(self, obs: TextObservation) -> TextObservation:
-        return dataclasses.replace(obs, extra={**obs.extra, "history": tuple(self._history)})
+        return dataclasses.replace(obs, history=tuple(self._history))
 
     def reset(self, seed: int | None = None) -> tuple[TextObservation, dict[str, Any]]:
         obs, info = self.env.reset(seed=seed)

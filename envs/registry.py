@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import Any, Callable
 
 from envs.base import TextEnv
@@ -11,7 +12,7 @@ from envs.base import TextEnv
 # unless its environment is made.
 _REGISTRY: dict[str, str | Callable[..., TextEnv]] = {}
 
-
+# Old per-env names of the step cap, still accepted (with a DeprecationWarning) while callers move to ``max_steps``.
 def register(name: str, factory: str | Callable[..., TextEnv]) -> None:
     """Register ``factory`` (a callable, or ``"module:attr"`` imported on first use) under ``name``."""
     _REGISTRY[name] = factory
@@ -22,7 +23,10 @@ def names() -> list[str]:
 
 
 def make(name: str, **options: Any) -> TextEnv:
-    """Create the environment registered as ``name``; an unknown name lists the valid ones."""
+    """Create the environment registered as ``name``; an unknown name lists the valid ones.
+
+    Every environment takes ``max_steps`` (the cap on agent steps per episode, a non-terminal truncation; each env
+    has its own default)."""
     try:
         factory = _REGISTRY[name]
     except KeyError:

@@ -42,7 +42,7 @@ class VectorStep:
 class VectorEnv:
     """N independent copies of one environment, stepped in lock-step (sequentially, in this process).
 
-    ``VectorEnv("overcooked-tomato-salad", 8, max_macro_steps=31)`` or ``VectorEnv(factory, 8)``.
+    ``VectorEnv("overcooked-tomato-salad", 8, max_steps=31)`` or ``VectorEnv(factory, 8)``.
     """
 
     def __init__(self, env: str | Callable[[], TextEnv], num_envs: int, **options: Any):
@@ -53,6 +53,7 @@ class VectorEnv:
         self.num_envs = num_envs
         self._seed: int | None = None
         self._episodes = np.zeros(num_envs, dtype=np.int64)
+        self._actions: list[list[int]] = [[] for _ in range(num_envs)]  # each copy's actions since its last reset
         self.observations: list[TextObservation] = []
 
     def _episode_seed(self, i: int) -> int | None:
@@ -64,6 +65,7 @@ class VectorEnv:
     def reset(self, seed: int | None = None) -> tuple[list[TextObservation], list[dict[str, Any]]]:
         self._seed = seed
         self._episodes[:] = 0
+        self._actions = [[] for _ in range(self.num_envs)]
         results = [env.reset(seed=self._episode_seed(i)) for i, env in enumerate(self.envs)]
         self.observations = [obs for obs, _ in results]
         return self.observations, [info for _, info in results]
@@ -80,18 +82,43 @@ class VectorEnv:
         infos: list[dict[str, Any]] = []
         observations = []
         for i, (env, action) in enumerate(zip(self.envs, actions)):
-            action = action if isinstance(action, str) else int(action)
-            obs, reward, term, trunc, info = env.step(action)
+            index = env.action_index(action if isinstance(action, str) else int(action))
+            obs, reward, term, trunc, info = env.step(index)
+            self._actions[i].append(index)
             rewards[i], terminated[i], truncated[i], success[i] = reward, term, trunc, info["success"]
             if term or trunc:
                 finals[i] = obs
                 self._episodes[i] += 1
+                self._actions[i] = []
                 obs, _ = env.reset(seed=self._episode_seed(i))
             observations.append(obs)
             infos.append(info)
         self.observations = observations
         num_actions = np.array([len(o.actions) for o in observations], np.int32)
         return VectorStep(observations, rewards, terminated, truncated, success, num_actions, finals, infos)
+
+    def snapshot(self) -> dict[str, Any]:
+        """What it takes to continue these copies elsewhere (JSON): the seed, each copy's episode count and its
+        actions since the last reset. No environment object is stored: :meth:`restore` replays the actions."""
+        return {"seed": self._seed, "episodes": self._episodes.tolist(), "actions": [list(a) for a in self._actions]}
+
+    def restore(self, snapshot: dict[str, Any]) -> list[TextObservation]:
+        """Bring the copies to the state of :meth:`snapshot` by resetting each with its episode's seed and replaying
+        its actions (the environments are deterministic given the seed); returns the current observations."""
+        if len(snapshot["episodes"]) != self.num_envs:
+            raise ValueError(f"snapshot of {len(snapshot['episodes'])} copies, this VectorEnv has {self.num_envs}")
+        self._seed = snapshot["seed"]
+        self._episodes = np.asarray(snapshot["episodes"], np.int64)
+        self._actions = [[] for _ in range(self.num_envs)]
+        observations = []
+        for i, env in enumerate(self.envs):
+            obs, _ = env.reset(seed=self._episode_seed(i))
+            for index in snapshot["actions"][i]:
+                obs, *_ = env.step(int(index))
+                self._actions[i].append(int(index))
+            observations.append(obs)
+        self.observations = observations
+        return observations
 
     def close(self) -> None:
         for env in self.envs:

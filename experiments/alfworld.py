@@ -27,7 +27,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from experiments import common
-from prior_rl.train import TrainConfig, evaluate, train
+from prior_rl.run import ModelStore, TrainConfig, evaluate, make_policy, train
 
 RESULTS = Path(__file__).resolve().parent / "results" / "alfworld"
 DEFAULT_PRIOR_CACHE = Path(os.environ.get("PRIOR_RL_CACHE", Path.home() / ".cache" / "prior_rl")) / \
@@ -52,10 +52,12 @@ def split_sizes() -> dict[str, int]:
 def run(seeds: list[int], out: Path, env_steps: int, cap: int, k_sweep: list[int], evals: int = 4,
         eval_episodes: Optional[int] = None, methods: tuple[str, ...] = METHODS,
         prior_cache: Optional[Path] = None, synthetic: tuple[float, ...] = (),
-        synthetic_seeds: Optional[list[int]] = None) -> list[dict]:
+        synthetic_seeds: Optional[list[int]] = None, store: Optional[ModelStore] = None) -> list[dict]:
     """Train and evaluate every method; ``eval_episodes`` None = every game of the split once. ``synthetic``: also
-    DQN-Prior and the sampled prior policy with the expert-mixture prior (``prior_rl.synthetic``) at each of these
-    p(expert), over ``synthetic_seeds`` (default ``seeds``; these runs make no LLM calls, so they afford more)."""
+    DQN-Prior and the sampled prior policy with the expert-mixture prior (``prior_rl.prior.synthetic``) at each of these
+    p(expert), over ``synthetic_seeds`` (default ``seeds``; these runs make no LLM calls, so they afford more).
+    ``store``: the models every run shares (default: a new store for this call)."""
+    store = store if store is not None else ModelStore()
     out.mkdir(parents=True, exist_ok=True)
     sizes = split_sizes()
     episodes = {s: eval_episodes or n for s, n in sizes.items()}
@@ -64,12 +66,8 @@ def run(seeds: list[int], out: Path, env_steps: int, cap: int, k_sweep: list[int
     base = dict(env="alfworld-pick", num_envs=2, eval_episodes=episodes["train"], max_episode_steps=cap,
                 max_candidates=64, learning_starts=20, train_every=10, updates_per_train=8,
                 **common.quiet_train_kwargs())
-    from prior_rl import train as train_mod
-
-    prior_config = TrainConfig(algo="llm", **base)
-    cache = PersistentPriorCache(train_mod.load_prior(prior_config.llm, prior_config.prior_temperature,
-                                                      prior_config.prompt, prior_config.length_normalize),
-                                 prior_cache)
+    # the SmolLM2 prior every run gets from the store: its prompt cache is the one kept on disk
+    cache = PersistentPriorCache(store.run_prior(TrainConfig(algo="llm", **base)), prior_cache)
     plan = [(algo, "smollm2", seeds) for algo in methods]
     plan += [(algo, f"expert-mix:{p:g}", synthetic_seeds or seeds) for p in synthetic
              for algo in ("dqn-prior", "llm-sampled")]
@@ -83,14 +81,13 @@ def run(seeds: list[int], out: Path, env_steps: int, cap: int, k_sweep: list[int
             t0 = time.perf_counter()
             calls0 = cache.misses()
             if algo == "llm":  # the prior as a policy does not learn: it is only evaluated
-                prior_model = train_mod.load_prior(config.llm, config.prior_temperature, config.prompt,
-                                                   config.length_normalize)
-                policy = train_mod.prior_act(prior_model, sample=method == "llm-sampled")
+                policy = make_policy("llm", config, prior=store.run_prior(config),
+                                     sample=method == "llm-sampled").bind(None)
                 final = evaluate(config, policy, episodes["train"], seed=10_000 + seed * 1000)
                 rows.append({**row, "split": "train", "k": "", **_eval_cols(final),
                              "llm_calls": cache.misses() - calls0, "wall_s": round(time.perf_counter() - t0, 1)})
             else:
-                result = train(config)
+                result = train(config, store=store)
                 policy = result.act
                 curves += common.curve_rows(result.history, method=method, prior=prior, seed=seed)
                 # train_success is the success rate of the last 20 training episodes at each log row (every 100
@@ -134,7 +131,7 @@ class PersistentPriorCache:
     cache's ``put`` at most every ``every_s`` seconds, and whenever :meth:`save` is called."""
 
     def __init__(self, prior: Any, path: Optional[Path], every_s: float = 120.0):
-        from prior_rl.cache import PriorCache
+        from prior_rl.llm.cache import PriorCache
 
         self.prior = prior
         self.path = path
@@ -170,27 +167,11 @@ class PersistentPriorCache:
 
 
 def _with_k(result, k: int) -> Callable:
-    """The trained Q acting over k prior candidates instead of the k it was trained with."""
-    import jax
-    import jax.numpy as jnp
-
-    from prior_rl import train as train_mod
-    from prior_rl.candidates import Featurizer, PriorCandidates
-
-    prior = train_mod.load_prior(result.config.llm, result.config.prior_temperature, result.config.prompt,
-                                 result.config.length_normalize)
-    source = PriorCandidates(prior, k, result.config.prior_mode)
-    featurizer = Featurizer(train_mod.load_text_encoder(result.config.encoder), result.config.style)
-    agent = train_mod._make_q_agent(result.config)
-
-    def act(rng, observations):
-        idx, mask = source(rng, observations)
-        rows = featurizer.rows(observations, idx)
-        slot = np.asarray(agent.act(result.agent_state, jax.random.key(0), featurizer.device_table()[rows],
-                                    jnp.asarray(mask)))
-        return idx[np.arange(len(observations)), slot]
-
-    return act
+    """The trained Q acting (greedily) over k prior candidates instead of the k it was trained with: the run's
+    agent, featurizer and prior (the store's, so its cache is the persistent one) with a k-candidate source."""
+    policy = result.policy
+    return make_policy("q", dataclasses.replace(result.config, k=k), policy.agent, policy.prior, policy.featurizer,
+                       prior_candidates=True).bind(result.agent_state)
 
 
 def _label(method: str, prior: str) -> str:
@@ -225,7 +206,8 @@ def plot(rows: list[dict], curves: list[dict], path: Path, episodes: dict[str, i
     return common.plot_panels([panel1, panel2], path, width=4.6)
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
+def main(argv: list[str] | None = None, store: Optional[ModelStore] = None) -> list[dict]:
+    """The command line; ``store``: models to share with other callers (default: a new one for this run)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seeds", type=int, nargs="*", default=None)
@@ -238,7 +220,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
     parser.add_argument("--synthetic", type=float, nargs="*", default=None, metavar="P",
                         help="also DQN-Prior with a synthetic prior putting P on the expert's command "
-                             "(prior_rl/synthetic.py): what a stronger prior would change (full mode: 0.3 0.6)")
+                             "(prior_rl/prior/synthetic.py): what a stronger prior would change (full mode: 0.3 0.6)")
     parser.add_argument("--prior-cache", default=None,
                         help=f"npz file for the prior's answers, read at start and saved as runs finish "
                              f"(default {DEFAULT_PRIOR_CACHE}; 'none' disables; --quick: none)")
@@ -258,7 +240,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                args.cap or cap, args.k_sweep if args.k_sweep is not None else ks, args.evals or evals,
                args.eval_episodes or episodes, tuple(args.methods), cache,
                tuple(args.synthetic) if args.synthetic is not None else synth,
-               args.synthetic_seeds if args.synthetic_seeds is not None else synth_seeds)
+               args.synthetic_seeds if args.synthetic_seeds is not None else synth_seeds,
+               store if store is not None else ModelStore())
     print(f"{'method':10s} {'prior':15s} {'seed':>4s} {'split':7s} {'k':>3s} {'success':>8s} {'length':>7s} "
           f"{'llm calls':>9s}")
     for r in rows:

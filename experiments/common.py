@@ -1,5 +1,8 @@
-"""Shared helpers for the claim experiments: results folders, run loops that keep one process (so SmolLM2 and the
-encoder load once), mean ± std aggregation, threshold crossing, CSV and compact PNG writers.
+"""Shared helpers for the claim experiments: results folders, run loops that keep one process, mean ± std
+aggregation, threshold crossing, CSV and compact PNG writers.
+
+Each experiment's ``main`` creates one :class:`prior_rl.run.ModelStore` and passes it to every run it starts, so
+SmolLM2 and the encoder load once per experiment (there is no process-global store).
 
 Every experiment module writes long-format CSVs (one row per method × seed × evaluation point) and draws its
 figures from those CSVs, so a figure can always be re-checked against the numbers next to it.
@@ -19,12 +22,23 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from prior_rl.logging import save_figure
+from prior_rl.io.logs import save_figure
 
 RESULTS_ROOT = Path(__file__).resolve().parent / "results"
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# the paper's own offline Tomato-Lettuce dataset, next to the repository (as tests/test_datasets.py finds it)
-REFERENCE_DATASET = REPO_ROOT.parent / "shared" / "reference_offline" / "tomato_lettuce_salad_reference.jsonl.gz"
+# the paper's own offline Tomato-Lettuce dataset (not shipped): $PRIOR_RL_REFERENCE_DIR, else next to the
+# repository in ../shared/reference_offline (where tests/shared_data.py looks too)
+REFERENCE_ENV = "PRIOR_RL_REFERENCE_DIR"
+REFERENCE_FILE = "tomato_lettuce_salad_reference.jsonl.gz"
+
+
+def reference_dir() -> Path:
+    """The paper's offline dataset folder: ``$PRIOR_RL_REFERENCE_DIR``, else ``<repo>/../shared/reference_offline``."""
+    raw = os.environ.get(REFERENCE_ENV, "").strip()
+    return Path(raw).expanduser() if raw else REPO_ROOT.parent / "shared" / "reference_offline"
+
+
+REFERENCE_DATASET = reference_dir() / REFERENCE_FILE
 
 
 def parser(description: str, name: str) -> argparse.ArgumentParser:

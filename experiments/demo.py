@@ -29,10 +29,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     parser.add_argument("--env", default="overcooked-tomato-salad", choices=envs.names())
     parser.add_argument("--episodes", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-steps", type=int, default=31, help="macro-step cap per episode (paper: 31 / 51)")
+    parser.add_argument("--max-steps", type=int, default=31,
+                        help="cap on agent steps per episode (Overcooked macro steps; paper: 31 / 51)")
     args = parser.parse_args(argv)
-    option = "max_macro_steps" if args.env.startswith("overcooked") else "max_episode_steps"
-    rows = [evaluate(args.env, p, args.episodes, args.seed, **{option: args.max_steps}) for p in ("expert", "random")]
+    rows = [evaluate(args.env, p, args.episodes, args.seed, max_steps=args.max_steps) for p in ("expert", "random")]
     print(f"{args.env}: {args.episodes} episodes per policy, cap {args.max_steps} steps")
     print(f"{'policy':8s} {'success':>8s} {'return':>8s} {'steps':>6s}")
     for r in rows:

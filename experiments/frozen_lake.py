@@ -3,7 +3,7 @@
     python -m experiments.frozen_lake            # full: 3 seeds, 10,000 env samples, 4x4 non-slippery, 20-step cap
     python -m experiments.frozen_lake --quick    # pipeline check (seconds)
 
-The paper's Frozen Lake code is not public (method.md §7.15); the text rendering is ours (``envs.frozen_lake``).
+The paper's Frozen Lake code is not public (docs/method.md §7.15); the text rendering is ours (``envs.frozen_lake``).
 The pure-LLM policy (greedy and sampled) is evaluated as a reference line.
 
 Writes: ``curves.csv`` (method, seed, env_steps, eval_success, eval_return), ``threshold.csv`` (final success and
@@ -13,11 +13,14 @@ samples to 0.9 mean success), ``success.png`` (value-based and policy-based pane
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
 from experiments import common
+
+if TYPE_CHECKING:
+    from prior_rl.run import ModelStore
 
 NAME = "frozen_lake"
 ENV = "frozen-lake"
@@ -31,8 +34,12 @@ def budget(quick: bool) -> dict[str, int]:
     return {"env_steps": 10000, "eval_every": 1000, "eval_episodes": 10}
 
 
-def run(quick: bool = False, out: Optional[str] = None, seeds: Optional[int] = None) -> Path:
-    from prior_rl.train import TrainConfig, train
+def run(quick: bool = False, out: Optional[str] = None, seeds: Optional[int] = None,
+        store: Optional[ModelStore] = None) -> Path:
+    """Every method and seed in this process, sharing ``store`` (default: a new one); CSVs and figures."""
+    from prior_rl.run import ModelStore, TrainConfig, train
+
+    store = store if store is not None else ModelStore()
 
     folder = common.results_dir(NAME, out)
     b = budget(quick)
@@ -52,7 +59,7 @@ def run(quick: bool = False, out: Optional[str] = None, seeds: Optional[int] = N
 
     def one(item):
         method, seed, config = item
-        result = train(config)
+        result = train(config, store=store)
         tagged = common.curve_rows(result.history, method=method, env=ENV, seed=seed)
         for r in tagged:
             r["wall_s"] = round(result.wall_s, 2)
@@ -106,9 +113,12 @@ def plot(rows: list[dict[str, Any]], folder: Path, steps: int, n_seeds: int) -> 
                        title=f"Frozen Lake 4x4: with vs without the LLM prior (mean ± std, {n_seeds} seed(s))")
 
 
-def main(argv: Optional[list[str]] = None) -> Path:
+def main(argv: Optional[list[str]] = None, store: Optional[ModelStore] = None) -> Path:
+    """The command line; ``store``: models to share with other callers (default: a new one for this run)."""
+    from prior_rl.run import ModelStore
+
     args = common.parser(__doc__, NAME).parse_args(argv)
-    return run(args.quick, args.out, args.seeds)
+    return run(args.quick, args.out, args.seeds, store if store is not None else ModelStore())
 
 
 if __name__ == "__main__":

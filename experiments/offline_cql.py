@@ -6,9 +6,10 @@
 Two data sources, each sub-sampled to growing sizes (nested: a smaller set is a subset of a larger one for the
 same seed):
 
-* ``generated``: :func:`prior_rl.datasets.generate` (expert + ε-random episodes of at most 51 steps, 75%
+* ``generated``: :func:`prior_rl.io.datasets.generate` (expert + ε-random episodes of at most 51 steps, 75%
   successful, like the paper's "bala75" set), one set per seed at the largest size; the data seed is the run seed.
-* ``reference``: the paper's own 4,329-transition file (``../shared/reference_offline/``), when present.
+* ``reference``: the paper's own 4,329-transition file (``$PRIOR_RL_REFERENCE_DIR``, else
+  ``../shared/reference_offline/``), when present.
 
 For every (source, size, seed) both CQL-Prior (k = 5 SmolLM2 prior candidates in the logsumexp and the backup)
 and CQL (all 8 admissible actions) train for the same number of updates; the greedy policy over the method's own
@@ -24,12 +25,15 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
 from experiments import common
-from prior_rl import datasets
+from prior_rl.io import datasets
+
+if TYPE_CHECKING:
+    from prior_rl.run import ModelStore
 
 NAME = "offline_cql"
 ENV = "overcooked-tomato-lettuce-salad"
@@ -46,9 +50,12 @@ def budget(quick: bool) -> dict[str, Any]:
 
 def run(quick: bool = False, out: Optional[str] = None, seeds: Optional[int] = None,
         sources: Optional[list[str]] = None, sizes: Optional[list[int]] = None, updates: Optional[int] = None,
-        eval_every: Optional[int] = None) -> Path:
-    """``sizes`` / ``updates`` / ``eval_every`` override the budget (sizes apply to every selected source)."""
-    from prior_rl.offline import OfflineConfig, train_offline
+        eval_every: Optional[int] = None, store: Optional[ModelStore] = None) -> Path:
+    """``sizes`` / ``updates`` / ``eval_every`` override the budget (sizes apply to every selected source).
+    ``store``: the models every run shares (default: a new store for this call)."""
+    from prior_rl.run import ModelStore, OfflineConfig, train_offline
+
+    store = store if store is not None else ModelStore()
 
     folder = common.results_dir(NAME, out)
     b = budget(quick)
@@ -84,7 +91,7 @@ def run(quick: bool = False, out: Optional[str] = None, seeds: Optional[int] = N
 
     def one(item):
         source, size, seed, method, config = item
-        result = train_offline(config)
+        result = train_offline(config, store=store)
         tagged = common.curve_rows(result.history, source=source, method=method, size=size, seed=seed)
         for r in tagged:
             r["wall_s"] = round(result.wall_s, 2)
@@ -163,14 +170,18 @@ def plot(by_size: list[dict[str, Any]], folder: Path, updates: int, n_seeds: int
                        title=f"Offline Tomato-Lettuce Salad: CQL-Prior vs CQL ({updates} updates, {n_seeds} seed(s))")
 
 
-def main(argv: Optional[list[str]] = None) -> Path:
+def main(argv: Optional[list[str]] = None, store: Optional[ModelStore] = None) -> Path:
+    """The command line; ``store``: models to share with other callers (default: a new one for this run)."""
+    from prior_rl.run import ModelStore
+
     p = common.parser(__doc__, NAME)
     p.add_argument("--sources", nargs="+", default=None, choices=["generated", "reference"])
     p.add_argument("--sizes", nargs="+", type=int, default=None, help="override the dataset sizes")
     p.add_argument("--updates", type=int, default=None, help="override the number of gradient updates")
     p.add_argument("--eval-every", type=int, default=None, help="override the evaluation interval (updates)")
     args = p.parse_args(argv)
-    return run(args.quick, args.out, args.seeds, args.sources, args.sizes, args.updates, args.eval_every)
+    return run(args.quick, args.out, args.seeds, args.sources, args.sizes, args.updates, args.eval_every,
+               store if store is not None else ModelStore())
 
 
 if __name__ == "__main__":

@@ -16,11 +16,13 @@ Writes to the results folder:
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from experiments import common
+
+if TYPE_CHECKING:
+    from prior_rl.run import ModelStore
 
 NAME = "overcooked_online"
 ENVS = {"overcooked-tomato-salad": "Tomato Salad", "overcooked-tomato-lettuce-salad": "Tomato-Lettuce Salad"}
@@ -37,10 +39,14 @@ def budgets(quick: bool) -> dict[str, dict[str, int]]:
 
 
 def run(quick: bool = False, out: Optional[str] = None, seeds: Optional[int] = None,
-        envs: Optional[list[str]] = None, env_steps: Optional[int] = None, eval_every: Optional[int] = None) -> Path:
+        envs: Optional[list[str]] = None, env_steps: Optional[int] = None, eval_every: Optional[int] = None,
+        store: Optional[ModelStore] = None) -> Path:
     """Train every method on every env and seed in this process; write CSVs and figures; return the folder.
-    ``env_steps`` / ``eval_every`` override the budget of every selected env."""
-    from prior_rl.train import TrainConfig, train
+    ``env_steps`` / ``eval_every`` override the budget of every selected env. ``store``: the models every run
+    shares (default: a new store for this call)."""
+    from prior_rl.run import ModelStore, TrainConfig, train
+
+    store = store if store is not None else ModelStore()
 
     table = {env: {**b, **({"env_steps": env_steps} if env_steps else {}),
                    **({"eval_every": eval_every} if eval_every else {})} for env, b in budgets(quick).items()}
@@ -65,7 +71,7 @@ def run(quick: bool = False, out: Optional[str] = None, seeds: Optional[int] = N
 
     def one(item):
         env, method, seed, config = item
-        result = train(config)
+        result = train(config, store=store)
         tagged = common.curve_rows(result.history, method=method, env=env, seed=seed)
         for r in tagged:
             r["wall_s"] = round(result.wall_s, 2)
@@ -147,13 +153,17 @@ def plot(rows: list[dict[str, Any]], env_list: list[str], folder: Path, table: d
                            title=f"{ENVS[env]}: DQN-Prior vs DQN vs pure LLM (mean ± std, {n} seed(s))")
 
 
-def main(argv: Optional[list[str]] = None) -> Path:
+def main(argv: Optional[list[str]] = None, store: Optional[ModelStore] = None) -> Path:
+    """The command line; ``store``: models to share with other callers (default: a new one for this run)."""
+    from prior_rl.run import ModelStore
+
     p = common.parser(__doc__, NAME)
     p.add_argument("--envs", nargs="+", default=None, choices=list(ENVS))
     p.add_argument("--env-steps", type=int, default=None, help="override the env-sample budget of every env")
     p.add_argument("--eval-every", type=int, default=None, help="override the evaluation interval")
     args = p.parse_args(argv)
-    return run(args.quick, args.out, args.seeds, args.envs, args.env_steps, args.eval_every)
+    return run(args.quick, args.out, args.seeds, args.envs, args.env_steps, args.eval_every,
+               store if store is not None else ModelStore())
 
 
 if __name__ == "__main__":

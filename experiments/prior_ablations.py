@@ -5,7 +5,7 @@ and how much probability the prior puts on the expert's action.
     python -m experiments.prior_ablations --quick    # pipeline check (seconds)
     python -m experiments.prior_ablations --parts pexpert cache   # a subset
 
-Three parts, one process (SmolLM2 loads once):
+Four parts, one process and one model store (SmolLM2 loads once):
 
 * ``pexpert`` — for every prompt variant (env / paper / chat × mean / sum of token log-probs) the prior's
   p(expert action | s) over the states of expert trajectories of Tomato Salad, Tomato-Lettuce Salad and Frozen
@@ -27,11 +27,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
 from experiments import common
+
+if TYPE_CHECKING:
+    from prior_rl.run import ModelStore
 
 NAME = "prior_ablations"
 PEXPERT_ENVS = {"overcooked-tomato-salad": "Tomato Salad", "overcooked-tomato-lettuce-salad": "Tomato-Lettuce",
@@ -47,10 +50,9 @@ def prompt_label(prompt: str, normalize: bool) -> str:
 def expert_states(env_name: str, episodes: int, cap: Optional[int] = None) -> list[tuple[Any, int]]:
     """Distinct (observation, expert action) pairs along expert trajectories from reset seeds 0..episodes-1."""
     import envs
-    from prior_rl.train import DEFAULT_EPISODE_STEPS
+    from prior_rl.run import DEFAULT_EPISODE_STEPS
 
-    option = "max_macro_steps" if env_name.startswith("overcooked") else "max_episode_steps"
-    env = envs.make(env_name, **{option: cap or DEFAULT_EPISODE_STEPS[env_name]})
+    env = envs.make(env_name, max_steps=cap or DEFAULT_EPISODE_STEPS[env_name])
     seen, out = set(), []
     for seed in range(episodes):
         obs, _ = env.reset(seed=seed)
@@ -67,15 +69,15 @@ def expert_states(env_name: str, episodes: int, cap: Optional[int] = None) -> li
     return out
 
 
-def part_pexpert(quick: bool, folder: Path) -> list[dict[str, Any]]:
-    from prior_rl.train import TrainConfig, load_prior, train
+def part_pexpert(quick: bool, folder: Path, store: ModelStore) -> list[dict[str, Any]]:
+    from prior_rl.run import TrainConfig, train
 
     rows = []
     variants = PROMPTS[:1] if quick else PROMPTS
     for env_name, label in PEXPERT_ENVS.items():
         states = expert_states(env_name, 2 if quick else 5)
         for prompt, norm in variants:
-            prior = load_prior("smollm2", 1.0, prompt, norm)
+            prior = store.prior("smollm2", 1.0, prompt, norm)
             lps = prior.logprobs([o for o, _ in states])
             p_exp = np.array([np.exp(lp[a]) for lp, (_, a) in zip(lps, states)])
             top1 = np.array([int(np.argmax(lp)) == a for lp, (_, a) in zip(lps, states)])
@@ -83,7 +85,8 @@ def part_pexpert(quick: bool, folder: Path) -> list[dict[str, Any]]:
             # the greedy pure-LLM policy with this prompt: does following the prior's argmax solve the task?
             res = train(TrainConfig(env=env_name, algo="llm", prompt=prompt, length_normalize=norm, env_steps=4,
                                     eval_every=10**9, eval_episodes=1 if quick else 5,
-                                    max_episode_steps=6 if quick else None, **common.quiet_train_kwargs()))
+                                    max_episode_steps=6 if quick else None, **common.quiet_train_kwargs()),
+                        store=store)
             rows.append({"env": label, "prompt": prompt_label(prompt, norm), "states": len(states),
                          "p_expert_mean": float(p_exp.mean()), "p_expert_min": float(p_exp.min()),
                          "expert_is_argmax": float(top1.mean()), "p_first_listed_mean": float(first.mean()),
@@ -99,13 +102,11 @@ def part_pexpert(quick: bool, folder: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def part_genexact(quick: bool, folder: Path, k: int = 5) -> list[dict[str, Any]]:
+def part_genexact(quick: bool, folder: Path, store: ModelStore, k: int = 5) -> list[dict[str, Any]]:
     """At the expert states: how often k = 5 candidates contain the expert action, drawn from the exact prior
     vs from k generations mapped to actions by the paper's rule (unmatched text → the last admissible action),
     and how many distinct actions they hold. Generation is tried with the env prompt (free text after "…you
     should first") and the paper's prompt (which lists the admissible actions, so the model can copy one)."""
-    from prior_rl.train import load_prior
-
     draws = 1 if quick else 4
     modes = [("exact", "env")] if quick else [("exact", "env"), ("exact", "paper")]
     modes += [("generate", "env")] + ([] if quick else [("generate", "paper")])
@@ -118,7 +119,7 @@ def part_genexact(quick: bool, folder: Path, k: int = 5) -> list[dict[str, Any]]
         expert = np.array([a for _, a in states])
         last = np.array([len(o.actions) - 1 for o in obs])
         for mode, prompt in modes:
-            prior = load_prior("smollm2", 1.0, prompt, True)
+            prior = store.prior("smollm2", 1.0, prompt, True)
             hit, frac, distinct, fallback = [], [], [], []
             t0 = time.perf_counter()
             for d in range(draws):
@@ -179,16 +180,13 @@ def _stream(env_name: str, steps: int, seed: int = 0) -> list[Any]:
     return out
 
 
-def part_cache(quick: bool, folder: Path) -> list[dict[str, Any]]:
+def part_cache(quick: bool, folder: Path, store: ModelStore) -> list[dict[str, Any]]:
     """LLM dispatches per env step and wall time of the candidate source, cache on vs off, exact vs generate.
     Every distinct prompt is run once before timing, so JIT compilation (one per padded shape) is not timed."""
-    from prior_rl.cache import PriorCache
-    from prior_rl.candidates import PriorCandidates
-    from prior_rl.prior import ActionPrior
-    from prior_rl.train import _MODELS, load_prior
+    from prior_rl.bridge.candidates import PriorCandidates
+    from prior_rl.prior import ActionPrior, PriorCache
 
-    load_prior("smollm2")  # makes sure the base model is loaded
-    llm = _MODELS[("llm", "smollm2")]
+    llm = store.llm("smollm2")  # the store's SmolLM2; these priors are built here, outside the store
     rows = []
     settings = [("exact", True), ("exact", False)] + ([] if quick else [("generate", False)])
     for env_name in ("overcooked-tomato-salad", "overcooked-tomato-lettuce-salad"):
@@ -234,8 +232,8 @@ def train_variants(quick: bool) -> list[tuple[str, str, dict[str, Any]]]:
     return out
 
 
-def part_train(quick: bool, folder: Path, n_seeds: int) -> list[dict[str, Any]]:
-    from prior_rl.train import TrainConfig, load_prior, train
+def part_train(quick: bool, folder: Path, n_seeds: int, store: ModelStore) -> list[dict[str, Any]]:
+    from prior_rl.run import TrainConfig, train
 
     env_name = "overcooked-tomato-salad"
     b = ({"env_steps": 40, "eval_every": 20, "eval_episodes": 1, "max_episode_steps": 6} if quick
@@ -248,11 +246,11 @@ def part_train(quick: bool, folder: Path, n_seeds: int) -> list[dict[str, Any]]:
             config = TrainConfig(env=env_name, algo="dqn-prior", seed=seed, **b, **over, **common.quiet_train_kwargs())
             key = config  # a frozen dataclass: the default variant of each group runs once
             if key not in results:
-                # the prior (and its prompt cache) is shared by every run of the process: count this run's misses
-                prior = load_prior(config.llm, config.prior_temperature, config.prompt, config.length_normalize)
+                # the prior (and its prompt cache) is shared by every run given this store: count this run's misses
+                prior = store.run_prior(config)
                 misses0 = prior.cache.misses
                 t0 = time.perf_counter()
-                res = train(config)
+                res = train(config, store=store)
                 tagged = common.curve_rows(res.history)
                 for r in tagged:
                     r["wall_s"] = round(res.wall_s, 2)
@@ -298,28 +296,35 @@ def part_train(quick: bool, folder: Path, n_seeds: int) -> list[dict[str, Any]]:
 
 
 def run(quick: bool = False, out: Optional[str] = None, seeds: Optional[int] = None,
-        parts: Optional[list[str]] = None) -> Path:
+        parts: Optional[list[str]] = None, store: Optional[ModelStore] = None) -> Path:
+    """The selected parts, every one using ``store`` (a :class:`prior_rl.run.ModelStore`; default a new one)."""
+    from prior_rl.run import ModelStore
+
+    store = store if store is not None else ModelStore()
     folder = common.results_dir(NAME, out)
     clock = common.Stopwatch()
     parts = parts or list(PARTS)
     n_seeds = seeds or (1 if quick else 5)
     if "pexpert" in parts:
-        part_pexpert(quick, folder)
+        part_pexpert(quick, folder, store)
     if "genexact" in parts:
-        part_genexact(quick, folder)
+        part_genexact(quick, folder, store)
     if "cache" in parts:
-        part_cache(quick, folder)
+        part_cache(quick, folder, store)
     if "train" in parts:
-        part_train(quick, folder, n_seeds)
+        part_train(quick, folder, n_seeds, store)
     common.log(f"{NAME}: {clock.elapsed():.0f}s wall, results in {folder}")
     return folder
 
 
-def main(argv: Optional[list[str]] = None) -> Path:
+def main(argv: Optional[list[str]] = None, store: Optional[ModelStore] = None) -> Path:
+    """The command line; ``store``: models to share with other callers (default: a new one for this run)."""
+    from prior_rl.run import ModelStore
+
     p = common.parser(__doc__, NAME)
     p.add_argument("--parts", nargs="+", choices=PARTS, default=None)
     args = p.parse_args(argv)
-    return run(args.quick, args.out, args.seeds, args.parts)
+    return run(args.quick, args.out, args.seeds, args.parts, store if store is not None else ModelStore())
 
 
 if __name__ == "__main__":

@@ -2,135 +2,315 @@
 
     prior-rl train --env overcooked-tomato-salad --algo dqn-prior --llm smollm2 --env-steps 2000 --seed 0
     prior-rl train ... --run-dir runs/x --checkpoint-every 200 [--resume]
-    prior-rl offline --algo cql-prior --dataset ../shared/reference_offline/tomato_lettuce_salad_reference.jsonl.gz
     prior-rl dataset --env overcooked-tomato-lettuce-salad --size 4000 --out data/salad.jsonl.gz
+    prior-rl offline --algo cql-prior --dataset data/salad.jsonl.gz
+
+``--dataset path/to/raw_lettuce_data_bala752000.pkl`` trains on the paper's own file instead (fetch it yourself
+from the reference repository, yanxue7/RL-LLM-Prior, ``value-based/overcooked_data/``); it is read as plain data,
+never run as code.
 
 Each run writes ``metrics.csv``, TensorBoard events (``tb/``), ``config.json`` and ``success.png`` (success rate vs
 environment samples) into its run directory (default ``runs/<env>-<algo>-s<seed>``).
+
+Bad input (an unknown name, a size that is not positive, a missing dataset, an unwritable output) is answered with
+one line ``prior-rl: error: ...`` on stderr and exit status 2, before anything is loaded or written.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import envs
 
+PROG = "prior-rl"
+EXIT_USAGE = 2
+# help text only: the configs check the names (and list the valid ones) when they are built
+ONLINE_ALGOS_HELP = "dqn-prior, dqn, llm, ppo-prior, ppo"
+OFFLINE_ALGOS_HELP = "cql-prior, cql"
 
-def _optional_int(text: str) -> Optional[int]:
-    return None if text.lower() in ("none", "0") else int(text)
 
+class UsageError(Exception):
+    """Bad command-line input; ``main`` prints it as one ``prior-rl: error:`` line and returns 2."""
+
+
+def version() -> str:
+    """The installed distribution's version, else the package's ``__version__`` (a source checkout)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("prior-rl")
+    except PackageNotFoundError:
+        from prior_rl import __version__
+
+        return __version__
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that an error raises :class:`UsageError` (one line) instead of printing the usage block
+    and exiting, so that every subcommand reports bad input the same way."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+# ---- argument types: each rejects bad values with a message that says what is accepted ----------------------
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _bounded(parse: Callable[[str], Any], ok: Callable[[Any], bool], requirement: str) -> Callable[[str], Any]:
+    """An argparse type: ``parse`` the text, then refuse values for which ``ok`` is false, naming ``requirement``."""
+
+    def check(text: str) -> Any:
+        value = parse(text)
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text!r}")
+        return value
+
+    return check
+
+
+positive_int = _bounded(_int, lambda v: v >= 1, "a positive integer (1 or more)")
+nonnegative_int = _bounded(_int, lambda v: v >= 0, "0 or a positive integer")
+probability = _bounded(_float, lambda v: 0.0 <= v <= 1.0, "a fraction between 0 and 1")
+positive_float = _bounded(_float, lambda v: v > 0.0, "a positive number")
+nonnegative_float = _bounded(_float, lambda v: v >= 0.0, "0 or a positive number")
+
+
+def _optional_steps(text: str) -> Optional[int]:
+    if text.lower() in ("none", "0"):
+        return None
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of steps (or 0 / none for the default), got {text!r}")
+    return value
+
+
+def env_name(text: str) -> str:
+    if text not in envs.names():
+        raise argparse.ArgumentTypeError(f"unknown environment {text!r}; valid names are: {', '.join(envs.names())}")
+    return text
+
+
+# ---- file checks, done before anything is loaded ------------------------------------------------------------
+
+def _nearest_existing(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _check_writable_dir(path: Path, flag: str, value: Path) -> None:
+    """``path`` is a directory we can write into, or one we can create: its nearest existing ancestor is a
+    directory in which a probe file can be created (a real write, so it also holds for root and read-only
+    mounts). ``flag`` / ``value`` name the option in the message."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {value}: {path} is a file, not a directory; choose another {flag}")
+    base = _nearest_existing(path)
+    if not base.is_dir():
+        raise UsageError(f"{flag} {value}: {base} is a file, not a directory; choose another {flag}")
+    try:
+        fd, probe = tempfile.mkstemp(dir=base, prefix=".prior-rl-write-test-")
+    except OSError as exc:
+        raise UsageError(f"{flag} {value}: cannot write in {base} ({exc.strerror or exc}); "
+                         f"choose a writable {flag}") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _check_out_file(path: Path) -> None:
+    from prior_rl.io import datasets
+
+    if path.is_dir():
+        raise UsageError(f"--out {path} is a directory; give a file name such as {path / 'salad.jsonl.gz'}")
+    if not path.name.lower().endswith(datasets.JSONL_SUFFIXES):
+        raise UsageError(f"--out {path}: datasets are written as JSON lines; end the name in one of "
+                         f"{', '.join(datasets.JSONL_SUFFIXES)} (e.g. data/salad.jsonl.gz)")
+    _check_writable_dir(path.parent, "--out", path)
+
+
+def _check_dataset_file(path: Path) -> None:
+    from prior_rl.io import datasets
+
+    if not path.exists():
+        raise UsageError(f"--dataset {path} does not exist; give an existing dataset file, or generate one with "
+                         f"'{PROG} dataset --out FILE' (or use --dataset-size N to generate one in memory)")
+    if not path.is_file():
+        raise UsageError(f"--dataset {path} is not a file")
+    try:
+        datasets.dataset_format(path)
+    except ValueError as exc:
+        raise UsageError(f"--dataset: {exc}") from None
+
+
+# ---- parser -------------------------------------------------------------------------------------------------
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--env", default=None, help=f"environment: one of {', '.join(envs.names())}")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--env", type=env_name, default=None, help=f"environment: one of {', '.join(envs.names())}")
+    p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--llm", default="smollm2", help="LLM prior: 'smollm2' (embedded), a local HF dir or a .gguf file; 'expert-mix:P' is a synthetic prior with P on the env's expert command (alfworld-pick)")
     p.add_argument("--encoder", default="minilm", help="Q features: 'minilm' (embedded) or a local HF BERT dir")
-    p.add_argument("--k", type=int, default=5, help="prior candidates per state (paper: 5)")
+    p.add_argument("--k", type=positive_int, default=5, help="prior candidates per state (paper: 5)")
     p.add_argument("--prior-mode", choices=("exact", "generate"), default="exact",
                    help="exact: sample candidates from the exact prior over admissible actions; "
                         "generate: k LLM generations mapped to actions (the paper's rule)")
     p.add_argument("--prompt", choices=("env", "paper", "chat"), default="env",
                    help="env: the environment's prompt, actions scored as its continuation (TWOSOME); "
                         "paper: RL-LLM-Prior's query listing the admissible actions; chat: that in the chat template")
-    p.add_argument("--history", type=int, default=0, metavar="H",
+    p.add_argument("--history", type=nonnegative_int, default=0, metavar="H",
                    help="show the last H (state, action) steps in the paper/chat Overcooked prompt (reference: 5)")
     p.add_argument("--sum-logprobs", action="store_true",
                    help="score actions by summed token log-probs (default: mean, TWOSOME's normalisation)")
     p.add_argument("--feature-style", default=None, choices=("paper", "paper_alfworld", "task"))
-    p.add_argument("--max-episode-steps", type=_optional_int, default=None,
+    p.add_argument("--max-episode-steps", type=_optional_steps, default=None,
                    help="per-episode step cap (default: 31 Tomato, 51 Salad, 20 Frozen Lake, 50 ALFWorld)")
-    p.add_argument("--eval-episodes", type=int, default=10)
-    p.add_argument("--devices", type=int, default=1,
+    p.add_argument("--eval-episodes", type=positive_int, default=10)
+    p.add_argument("--devices", type=positive_int, default=1,
                    help="run each update data-parallel over this many devices (the minibatch is split)")
     p.add_argument("--run-dir", default=None, help="where logs, plots and checkpoints go")
-    p.add_argument("--checkpoint-every", type=int, default=0, help="updates between checkpoints (0 = none)")
+    p.add_argument("--checkpoint-every", type=nonnegative_int, default=0, help="updates between checkpoints (0 = none)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --run-dir")
     p.add_argument("--no-progress", action="store_true")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from prior_rl.offline import OFFLINE_ALGOS
-    from prior_rl.train import ALGOS
-
-    parser = argparse.ArgumentParser(prog="prior-rl", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"{PROG} {version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,offline,dataset}")
 
     t = sub.add_parser("train", help="online training (DQN-Prior, DQN, PPO-Prior, PPO, pure LLM)")
     _common(t)
-    t.add_argument("--algo", default="dqn-prior", help=f"one of {', '.join(ALGOS)}")
-    t.add_argument("--env-steps", type=int, default=2000, help="environment samples (summed over copies)")
-    t.add_argument("--num-envs", type=int, default=4)
-    t.add_argument("--epsilon", type=float, default=0.2)
-    t.add_argument("--inv-temperature", type=float, default=None,
+    t.add_argument("--algo", default="dqn-prior", help=f"one of {ONLINE_ALGOS_HELP}")
+    t.add_argument("--env-steps", type=positive_int, default=2000, help="environment samples (summed over copies)")
+    t.add_argument("--num-envs", type=positive_int, default=4)
+    t.add_argument("--epsilon", type=probability, default=0.2)
+    t.add_argument("--inv-temperature", type=positive_float, default=None,
                    help="Boltzmann over candidates with softmax(inv_temp·Q) (the reference's --alpha 10)")
-    t.add_argument("--eval-every", type=int, default=500)
+    t.add_argument("--eval-every", type=positive_int, default=500)
     t.add_argument("--llm-sample", action="store_true", help="pure-LLM policy samples instead of greedy")
 
     o = sub.add_parser("offline", help="offline training (CQL-Prior, CQL)")
     _common(o)
-    o.add_argument("--algo", default="cql-prior", help=f"one of {', '.join(OFFLINE_ALGOS)}")
-    o.add_argument("--dataset", default=None, help="dataset file (JSON lines, optionally .gz)")
-    o.add_argument("--dataset-size", type=int, default=None, help="sub-sample to / generate this many transitions")
-    o.add_argument("--updates", type=int, default=10_000)
-    o.add_argument("--eval-every", type=int, default=500)
-    o.add_argument("--cql-beta", type=float, default=5.0)
+    o.add_argument("--algo", default="cql-prior", help=f"one of {OFFLINE_ALGOS_HELP}")
+    o.add_argument("--dataset", default=None,
+                   help="dataset file: JSON lines (.jsonl, .jsonl.gz) or the paper's raw_lettuce_data_bala752000.pkl")
+    o.add_argument("--dataset-size", type=positive_int, default=None,
+                   help="sub-sample to / generate this many transitions")
+    o.add_argument("--updates", type=positive_int, default=10_000)
+    o.add_argument("--eval-every", type=positive_int, default=500)
+    o.add_argument("--cql-beta", type=nonnegative_float, default=5.0)
 
     d = sub.add_parser("dataset", help="generate an offline dataset (expert + ε-random mix)")
-    d.add_argument("--env", default="overcooked-tomato-lettuce-salad")
-    d.add_argument("--size", type=int, required=True)
-    d.add_argument("--success-fraction", type=float, default=0.75)
-    d.add_argument("--max-episode-steps", type=int, default=51)
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--out", required=True)
+    d.add_argument("--env", type=env_name, default="overcooked-tomato-lettuce-salad")
+    d.add_argument("--size", type=positive_int, required=True, help="transitions to generate")
+    d.add_argument("--success-fraction", type=probability, default=0.75)
+    d.add_argument("--max-episode-steps", type=positive_int, default=51)
+    d.add_argument("--seed", type=nonnegative_int, default=0)
+    d.add_argument("--out", required=True, help="output file, .jsonl or .jsonl.gz (written atomically)")
     return parser
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "dataset":
-        from prior_rl import datasets
+# ---- commands -----------------------------------------------------------------------------------------------
 
+def _run_dataset(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    _check_out_file(out)
+    from prior_rl.io import datasets
+
+    try:
         data = datasets.generate(args.env, args.size, args.success_fraction, args.max_episode_steps, seed=args.seed)
-        path = datasets.save_transitions(data, args.out)
-        print(json.dumps({"path": str(path), **datasets.dataset_stats(data)}, indent=2))
-        return 0
+    except RuntimeError as exc:  # the success fraction cannot be reached on this environment
+        raise UsageError(f"{exc}; try another --success-fraction or a larger --max-episode-steps") from None
+    try:
+        path = datasets.save_transitions(data, out)
+    except OSError as exc:
+        raise UsageError(f"cannot write --out {out} ({exc.strerror or exc}); nothing was written") from None
+    print(json.dumps({"path": str(path), **datasets.dataset_stats(data)}, indent=2))
+    return 0
 
+
+def _run_training(args: argparse.Namespace) -> int:
     default_env = "overcooked-tomato-salad" if args.command == "train" else "overcooked-tomato-lettuce-salad"
     env = args.env or default_env
     run_dir = args.run_dir or str(Path("runs") / f"{env}-{args.algo}-s{args.seed}")
+    _check_writable_dir(Path(run_dir), "--run-dir", Path(run_dir))
+    if args.command == "offline":
+        if args.dataset is None and args.dataset_size is None:
+            raise UsageError("give a dataset: --dataset FILE, or --dataset-size N to generate N transitions")
+        if args.dataset is not None:
+            _check_dataset_file(Path(args.dataset))
     common = dict(env=env, seed=args.seed, llm=args.llm, encoder=args.encoder, k=args.k, prior_mode=args.prior_mode,
                   prompt=args.prompt, length_normalize=not args.sum_logprobs, history=args.history,
                   feature_style=args.feature_style, max_episode_steps=args.max_episode_steps,
                   eval_episodes=args.eval_episodes, devices=args.devices, run_dir=run_dir,
                   checkpoint_every=args.checkpoint_every,
                   resume=args.resume, progress=not args.no_progress)
-    try:
-        if args.command == "train":
-            from prior_rl.train import TrainConfig, train
+    # building the config checks the remaining names (--algo) before anything is loaded
+    if args.command == "train":
+        from prior_rl.train import TrainConfig, train
 
-            config = TrainConfig(algo=args.algo, env_steps=args.env_steps, num_envs=args.num_envs,
-                                 epsilon=args.epsilon, inv_temperature=args.inv_temperature,
-                                 eval_every=args.eval_every, llm_sample=args.llm_sample, **common)
-            result = train(config)
-        else:
-            from prior_rl.offline import OfflineConfig, train_offline
+        config = TrainConfig(algo=args.algo, env_steps=args.env_steps, num_envs=args.num_envs,
+                             epsilon=args.epsilon, inv_temperature=args.inv_temperature,
+                             eval_every=args.eval_every, llm_sample=args.llm_sample, **common)
+        run: Callable = train
+    else:
+        from prior_rl.offline import OfflineConfig, train_offline
 
-            config = OfflineConfig(algo=args.algo, dataset=args.dataset, dataset_size=args.dataset_size,
-                                   updates=args.updates, eval_every=args.eval_every, cql_beta=args.cql_beta,
-                                   plot=True, **common)
-            result = train_offline(config)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"prior-rl: error: {exc}", file=sys.stderr)
-        return 2
+        config = OfflineConfig(algo=args.algo, dataset=args.dataset, dataset_size=args.dataset_size,
+                               updates=args.updates, eval_every=args.eval_every, cql_beta=args.cql_beta,
+                               plot=True, **common)
+        run = train_offline
+    result = run(config)
     last = result.history[-1]
     summary = {k: round(v, 4) if isinstance(v, float) else v for k, v in last.items()}
     print(json.dumps({"run_dir": str(result.run_dir), **summary}, indent=2))
     return 0
+
+
+def _one_line(message: object) -> str:
+    return " ".join(str(message).split()) or "unknown error"
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Run the command line; returns the exit status (0, or 2 for bad input, with one line on stderr)."""
+    try:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exc:  # --help / --version
+            return exc.code if isinstance(exc.code, int) else 0
+        if args.command == "dataset":
+            return _run_dataset(args)
+        return _run_training(args)
+    except (UsageError, ValueError, OSError) as exc:  # OSError includes FileNotFoundError / PermissionError
+        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -191,6 +191,10 @@ class FeatureTable:
         self._index[key] = row
         return row
 
+    def keys(self) -> list[Hashable]:
+        """The keys in row order (row i holds the feature of ``keys()[i]``)."""
+        return list(self._index)
+
     @property
     def array(self) -> np.ndarray:
         return self._rows[: len(self._index)]

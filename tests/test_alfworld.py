@@ -22,8 +22,8 @@ import pytest
 pytest.importorskip("envs.alfworld", reason="the ALFWorld engine is not installed (see envs/alfworld/README.md)")
 
 import envs  # noqa: E402
-from envs.alfworld import AlfworldDataError, AlfworldPick, _engine, expert, generate, parse_cache  # noqa: E402
-from envs.base import EpisodeFinishedError, TextObservation  # noqa: E402
+from envs.alfworld import AlfworldDataError, AlfworldPick, engine, expert, generate, parse_cache  # noqa: E402
+from envs.base import NO_EXPERT_ACTION, EpisodeFinishedError, TextObservation  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,7 +51,7 @@ def _play_expert(env: AlfworldPick, seed: int) -> tuple[list[str], dict]:
     commands = []
     while True:
         index = env.expert_action()
-        assert obs.actions[index] == info["expert_action"] == obs.extra["expert_action"]
+        assert obs.actions[index] == info["expert_action"] and obs.expert_action == index
         commands.append(obs.actions[index])
         obs, reward, terminated, truncated, info = env.step(index)
         if terminated or truncated:
@@ -61,9 +61,9 @@ def _play_expert(env: AlfworldPick, seed: int) -> tuple[list[str], dict]:
 # -- install ------------------------------------------------------------------------------------------------------
 def test_pinned_engine_versions_are_installed():
     # The parsing cache patches textworld 1.7.0 privates and the generator reads alfworld 0.4.2's tables.
-    assert _engine.installed_versions() == _engine.PINNED
-    pins = (Path(_engine.__file__).parent / "requirements.txt").read_text()
-    assert all(f"{name}=={version}" in pins for name, version in _engine.PINNED.items())
+    assert engine.installed_versions() == engine.PINNED
+    pins = (Path(engine.__file__).parent / "requirements.txt").read_text()
+    assert all(f"{name}=={version}" in pins for name, version in engine.PINNED.items())
 
 
 def test_light_install_imports_nothing_heavy_and_leaves_alfworld_data_unset(root: Path):
@@ -101,7 +101,7 @@ def test_split_has_28_train_and_26_unseen_tasks(manifest: dict):
 
 
 def test_generated_files_follow_the_json_2_1_1_layout(root: Path, manifest: dict):
-    domain = Path(_engine.ALFRED_PDDL_PATH).read_text()
+    domain = Path(engine.ALFRED_PDDL_PATH).read_text()
     for split, entries in manifest["splits"].items():
         for entry in entries:
             game_file = root / "json_2.1.1" / split / entry["game"]
@@ -127,14 +127,14 @@ def test_goal_text_matches_alfworlds_add_task_to_grammar(root: Path, manifest: d
     entry = manifest["splits"]["train"][0]
     folder = (root / "json_2.1.1" / "train" / entry["game"]).parent
     traj = json.loads((folder / "traj_data.json").read_text())
-    grammar = Path(_engine.ALFRED_TWL2_PATH).read_text()
+    grammar = Path(engine.ALFRED_TWL2_PATH).read_text()
     wanted = json.loads((folder / "game.tw-pddl").read_text())["grammar"]
     state = random.getstate()
     try:  # alfworld draws the template with the global random: try seeds until it draws ours
         outputs = set()
         for seed in range(20):
             random.seed(seed)
-            outputs.add(_engine.add_task_to_grammar(grammar, traj))
+            outputs.add(engine.add_task_to_grammar(grammar, traj))
     finally:
         random.setstate(state)
     assert wanted in outputs
@@ -204,9 +204,9 @@ def test_protocol_reset_observation_and_info(train_env: AlfworldPick):
     assert obs.prompt.startswith(f"Task: Your task is to: {obs.task}\nCurrent observation:{obs.state}. ")
     assert f"You are allowed to take the following actions: {', '.join(obs.actions)}." in obs.prompt
     assert obs.prompt.endswith("Please select an action from the admissible actions. \n Action:")
-    assert obs.extra["family"] == "alfworld" and obs.extra["game"] == 0
+    assert obs.family == "alfworld" and obs.extra["game"] == 0
     assert info["success"] is False and info["expert_action"] in obs.actions
-    assert train_env.max_episode_steps == 50
+    assert train_env.max_steps == 50
 
 
 def test_reset_seed_selects_game_and_no_seed_cycles(root: Path):
@@ -239,7 +239,7 @@ def test_expert_wins_with_move_command_then_episode_is_finished(train_env: Alfwo
     commands, last = _play_expert(train_env, seed=0)
     assert commands[-1].startswith("move cellphone ") and " to armchair " in commands[-1]
     assert last["reward"] == 1.0 and last["terminated"] and not last["truncated"] and last["success"]
-    assert last["expert_action"] is None
+    assert last["expert_action"] is None and train_env.observation.expert_action == NO_EXPERT_ACTION
     assert "You move the cellphone" in train_env.observation.state
     with pytest.raises(EpisodeFinishedError):
         train_env.step(0)
@@ -263,7 +263,7 @@ def test_put_is_not_a_command_move_is(train_env: AlfworldPick):
 
 
 def test_step_cap_truncates(root: Path):
-    env = envs.make("alfworld-pick", split="train", data="generated", max_episode_steps=3)
+    env = envs.make("alfworld-pick", split="train", data="generated", max_steps=3)
     try:
         env.reset(seed=1)
         results = [env.step("look") for _ in range(3)]

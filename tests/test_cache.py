@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from prior_rl import cache as cache_mod
-from prior_rl.cache import CacheFormatError, PriorCache, prior_key
+from prior_rl.llm import cache as cache_mod
+from prior_rl.llm.cache import CacheFormatError, PriorCache, prior_key
 
 
 def test_prior_key_is_canonical_and_hashable():

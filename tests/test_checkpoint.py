@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from prior_rl import agents, checkpoint
+from prior_rl import agents
+
+from prior_rl.io import checkpoint
 
 
 @pytest.fixture(scope="module")

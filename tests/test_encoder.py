@@ -11,9 +11,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every model here is local; never touch the hub
 
-from prior_rl.bert import BertLoadError, load_bert  # noqa: E402
-from prior_rl.cache import PriorCache  # noqa: E402
-from prior_rl.encoder import TextEncoder, load_encoder, minilm_path  # noqa: E402
+from prior_rl.llm.bert import BertLoadError, load_bert  # noqa: E402
+from prior_rl.llm.cache import PriorCache  # noqa: E402
+from prior_rl.llm.encoder import TextEncoder, load_encoder, minilm_path  # noqa: E402
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

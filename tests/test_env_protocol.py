@@ -1,4 +1,8 @@
-"""The protocol every text environment follows (envs.base), checked on each registered pure-Python env."""
+"""The protocol every text environment follows (envs.base), checked on each registered pure-Python env; the
+uniform ``max_steps`` cap on every registered env (ALFWorld included when its engine is installed); the typed
+observation fields that prompts and priors require."""
+
+import dataclasses
 
 import gymnasium as gym
 import numpy as np
@@ -80,8 +84,7 @@ def test_step_before_reset_is_a_clear_error():
 
 @pytest.mark.parametrize("name", FAST_ENVS)
 def test_episode_step_cap_truncates_without_terminating(name):
-    option = "max_episode_steps" if name == "frozen-lake" else "max_macro_steps"
-    env = envs.make(name, **{option: 2})
+    env = envs.make(name, max_steps=2)
     env.reset(seed=0)
     *_, terminated, truncated, _ = env.step(env.action_index(env.observation.actions[-1]))
     assert not terminated and not truncated
@@ -89,6 +92,73 @@ def test_episode_step_cap_truncates_without_terminating(name):
     assert truncated and not terminated and not info["success"]
     with pytest.raises(envs.EpisodeFinishedError):
         env.step(0)
+
+
+def _make_capped(name, max_steps):
+    if name == "alfworld-pick":
+        pytest.importorskip("envs.alfworld", reason="the ALFWorld engine is not installed")
+        return envs.make(name, split="train", data="generated", max_steps=max_steps)
+    return envs.make(name, max_steps=max_steps)
+
+
+@pytest.mark.parametrize("name", envs.names())
+def test_every_env_takes_max_steps_and_truncates_there(name):
+    env = _make_capped(name, 3)
+    try:
+        assert env.max_steps == 3
+        obs, _ = env.reset(seed=0)
+        outcomes = []
+        for _ in range(3):
+            # "look" (ALFWorld) or the last action (Overcooked "chop nothing", Frozen Lake "move up" at the edge)
+            action = "look" if "look" in obs.actions else obs.actions[-1]
+            obs, _, terminated, truncated, info = env.step(action)
+            outcomes.append((terminated, truncated))
+        assert outcomes == [(False, False), (False, False), (False, True)]
+        assert info["episode_steps"] == 3 and not info["success"]
+        with pytest.raises(envs.EpisodeFinishedError):
+            env.step(0)
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, "3"])
+def test_bad_max_steps_is_a_clear_error(bad):
+    with pytest.raises(ValueError, match="max_steps must be a positive integer or None"):
+        envs.make("frozen-lake", max_steps=bad)
+
+
+def test_max_steps_none_and_the_old_names_are_gone():
+    assert envs.make("frozen-lake").max_steps == 20  # each env keeps its own default cap
+    assert envs.make("overcooked-tomato-salad").max_steps is None
+    assert envs.make("frozen-lake", max_steps=None).max_steps is None
+    for name, old in (("overcooked-tomato-salad", "max_macro_steps"), ("frozen-lake", "max_episode_steps")):
+        with pytest.raises(TypeError, match=old):  # one option for every env, no per-env spelling
+            envs.make(name, **{old: 4})
+    assert envs.VectorEnv("overcooked-tomato-lettuce-salad", 2, max_steps=5).envs[1].max_steps == 5
+
+
+def test_prompt_family_missing_its_required_field_raises_naming_it():
+    from prior_rl.prior import synthetic
+    from prior_rl.prior.prompts import PromptBuilder
+
+    obs, _ = envs.make("overcooked-tomato-salad").reset(seed=0)
+    assert obs.family == "overcooked" and obs.action_prompt and PromptBuilder()(obs)
+    with pytest.raises(ValueError, match=r"action_prompt.*family 'overcooked'"):
+        PromptBuilder()(dataclasses.replace(obs, action_prompt=None))
+    lake, _ = envs.make("frozen-lake").reset(seed=0)
+    with pytest.raises(ValueError, match=r"action_prompt.*family 'frozen-lake'"):
+        PromptBuilder(style="overcooked")(lake)  # a forced family checks its fields too
+    with pytest.raises(ValueError, match=r"expert_action.*family 'frozen-lake'"):
+        synthetic.ExpertMixturePrior(0.5).logprobs([lake])
+
+
+def test_typed_fields_are_refused_in_extra():
+    with pytest.raises(ValueError, match=r"'family', 'action_prompt' are fields of TextObservation.*family=\.\.\."):
+        envs.TextObservation(prompt="p", actions=("a",), task="t",
+                             extra={"family": "overcooked", "action_prompt": "{}"})
+    obs = envs.TextObservation(prompt="p", actions=("a",), task="t", history=[("s", "a")], extra={"position": 1})
+    assert obs.history == (("s", "a"),) and hash(obs) == hash(dataclasses.replace(obs, extra={}))
+    assert obs != dataclasses.replace(obs, history=())  # the typed fields count in equality; extra does not
 
 
 def test_vector_env_stacks_arrays_and_autoresets():

@@ -38,7 +38,7 @@ def test_persistent_prior_cache_saves_during_a_run_and_reloads(tmp_path):
     import numpy as np
 
     from experiments.alfworld import PersistentPriorCache
-    from prior_rl.cache import PriorCache
+    from prior_rl.llm.cache import PriorCache
 
     class Prior:
         cache = PriorCache()

@@ -1,7 +1,8 @@
 """Every claim experiment's ``--quick`` mode runs end to end and writes its CSVs and figures.
 
-The modules run in this process (as ``main(["--quick", "--out", dir])``), so SmolLM2 and the encoder load once
-for the whole file. These tests check the outputs' existence and shape, not learning outcomes.
+The modules run in this process (as ``main(["--quick", "--out", dir], store=...)``), each with its own prompt
+cache but the LLM and encoder of one shared model store, so SmolLM2 and the encoder load once for the whole file.
+These tests check the outputs' existence and shape, not learning outcomes.
 """
 
 from __future__ import annotations
@@ -11,7 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from experiments import common, frozen_lake, offline_cql, overcooked_online, prior_ablations
+from experiments import frozen_lake, offline_cql, overcooked_online, prior_ablations
+from prior_rl.run import ModelStore, TrainConfig
+from tests.shared_data import reference_dir
+
+
+@pytest.fixture(scope="module")
+def models() -> ModelStore:
+    """One store holding the default LLM and encoder; each experiment gets ``models.with_fresh_priors()``."""
+    store = ModelStore()
+    defaults = TrainConfig(progress=False)
+    store.llm(defaults.llm)
+    store.encoder(defaults.encoder)
+    return store
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -34,8 +47,8 @@ def _unit(rows, col):
     assert vals and all(0.0 <= v <= 1.0 for v in vals), (col, vals[:5])
 
 
-def test_overcooked_online_quick(tmp_path):
-    folder = overcooked_online.main(["--quick", "--out", str(tmp_path)])
+def test_overcooked_online_quick(tmp_path, models):
+    folder = overcooked_online.main(["--quick", "--out", str(tmp_path)], store=models.with_fresh_priors())
     assert folder == tmp_path
     rows = _rows(tmp_path / "curves.csv")
     assert {"method", "env", "seed", "env_steps", "eval_success", "eval_return", "llm_calls"} <= set(rows[0])
@@ -56,8 +69,16 @@ def test_overcooked_online_quick(tmp_path):
         _png(tmp_path / f"{env.removeprefix('overcooked-')}.png")
 
 
-def test_offline_cql_quick(tmp_path):
-    offline_cql.main(["--quick", "--out", str(tmp_path)])
+@pytest.fixture(scope="module")
+def offline_out(tmp_path_factory, models) -> Path:
+    """The offline experiment's quick run, shared by the tests below."""
+    out = tmp_path_factory.mktemp("offline_cql")
+    offline_cql.main(["--quick", "--out", str(out)], store=models.with_fresh_priors())
+    return out
+
+
+def test_offline_cql_quick(offline_out):
+    tmp_path = offline_out
     rows = _rows(tmp_path / "runs.csv")
     assert {"source", "method", "size", "seed", "updates", "eval_success", "best_eval_success", "coverage"} <= set(rows[0])
     assert {r["method"] for r in rows} == {"CQL-Prior", "CQL"}
@@ -69,15 +90,20 @@ def test_offline_cql_quick(tmp_path):
     sizes = {int(r["size"]) for r in by_size if r["source"] == "generated"}
     assert sizes == set(offline_cql.budget(True)["generated"])
     assert all(int(float(r["dataset_size"])) == int(r["size"]) for r in rows)
-    if common.REFERENCE_DATASET.exists():
-        assert "reference" in {r["source"] for r in by_size}
     smallest = _rows(tmp_path / "smallest.csv")
     assert {"source", "method", "best_final_success", "smallest_size_at_best", "smallest_size_at_0.9"} <= set(smallest[0])
     _png(tmp_path / "success_vs_size.png")
 
 
-def test_frozen_lake_quick(tmp_path):
-    frozen_lake.main(["--quick", "--out", str(tmp_path)])
+def test_offline_cql_quick_reference_source(offline_out):
+    reference_dir()  # skips, with the reason, when the paper's dataset is in neither place
+    by_size = _rows(offline_out / "by_size.csv")
+    assert {int(r["size"]) for r in by_size if r["source"] == "reference"} == set(offline_cql.budget(True)["reference"])
+    assert {r["method"] for r in by_size if r["source"] == "reference"} == {"CQL-Prior", "CQL"}
+
+
+def test_frozen_lake_quick(tmp_path, models):
+    frozen_lake.main(["--quick", "--out", str(tmp_path)], store=models.with_fresh_priors())
     rows = _rows(tmp_path / "curves.csv")
     assert {r["method"] for r in rows} == {"DQN-Prior", "DQN", "PPO-Prior", "PPO", "LLM (greedy)", "LLM (sampled)"}
     _unit(rows, "eval_success")
@@ -86,8 +112,8 @@ def test_frozen_lake_quick(tmp_path):
     _png(tmp_path / "success.png")
 
 
-def test_prior_ablations_quick(tmp_path):
-    prior_ablations.main(["--quick", "--out", str(tmp_path)])
+def test_prior_ablations_quick(tmp_path, models):
+    prior_ablations.main(["--quick", "--out", str(tmp_path)], store=models.with_fresh_priors())
     pex = _rows(tmp_path / "pexpert.csv")
     assert {r["env"] for r in pex} == set(prior_ablations.PEXPERT_ENVS.values())
     for r in pex:

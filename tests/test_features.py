@@ -7,8 +7,8 @@ import pytest
 
 from envs.base import TextObservation
 from envs.frozen_lake import FrozenLake
-from prior_rl.encoder import TextEncoder, load_encoder
-from prior_rl.features import (
+from prior_rl.llm.encoder import TextEncoder, load_encoder
+from prior_rl.bridge.features import (
     FEATURE_STYLES,
     batch_candidate_features,
     candidate_features,

@@ -71,7 +71,7 @@ def test_default_cap_is_twenty_steps_and_options():
     for i in range(20):
         _, _, terminated, truncated, _ = env.step("move up")
     assert truncated and not terminated
-    big = envs.make("frozen-lake", map_name="8x8", max_episode_steps=None)
+    big = envs.make("frozen-lake", map_name="8x8", max_steps=None)
     obs, _ = big.reset()
     assert "8x8" in obs.state and "row 7, column 7" in obs.task
     steps = 0
@@ -87,7 +87,7 @@ def test_default_cap_is_twenty_steps_and_options():
 
 def test_slippery_is_stochastic_but_seeded():
     def positions(seed):
-        env = envs.make("frozen-lake", is_slippery=True, max_episode_steps=None)
+        env = envs.make("frozen-lake", is_slippery=True, max_steps=None)
         env.reset(seed=seed)
         out = []
         for _ in range(10):
@@ -102,7 +102,7 @@ def test_slippery_is_stochastic_but_seeded():
 
 
 def test_uniform_random_success_rate_matches_the_spec():
-    # spec §15.2: 1.25% within 20 steps for a uniform-random policy
+    # docs/overcooked-frozenlake.md §15.2: 1.25% within 20 steps for a uniform-random policy
     env = envs.make("frozen-lake")
     rng = np.random.default_rng(0)
     wins, episodes = 0, 4000

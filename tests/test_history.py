@@ -1,10 +1,10 @@
-"""envs.history.WithHistory: the last H (state, action) pairs ride in obs.extra["history"] and reach the prompt."""
+"""envs.history.WithHistory: the last H (state, action) pairs ride in obs.history and reach the prompt."""
 
 import pytest
 
 import envs
 from envs.history import WithHistory
-from prior_rl.prompts import PromptBuilder
+from prior_rl.prior.prompts import PromptBuilder
 
 
 def _env(length=2):
@@ -14,15 +14,15 @@ def _env(length=2):
 def test_history_keeps_the_last_h_steps_and_resets():
     env = _env(2)
     obs, _ = env.reset(seed=0)
-    assert obs.extra["history"] == ()
+    assert obs.history == ()
     seen = []
     for i in range(3):
         seen.append((obs.state, obs.actions[i % len(obs.actions)]))
         obs, *_ = env.step(i % len(obs.actions))
-        assert obs.extra["history"] == tuple(seen[-2:])
+        assert obs.history == tuple(seen[-2:])
         assert env.observation is obs
     obs, _ = env.reset(seed=1)
-    assert obs.extra["history"] == ()
+    assert obs.history == ()
 
 
 def test_history_accepts_action_texts_and_rejects_bad_actions_without_recording():
@@ -30,10 +30,10 @@ def test_history_accepts_action_texts_and_rejects_bad_actions_without_recording(
     obs, _ = env.reset(seed=0)
     with pytest.raises(ValueError, match="admissible"):
         env.step("fly to the moon")
-    assert env.observation.extra["history"] == ()
+    assert env.observation.history == ()
     state, text = obs.state, obs.actions[-1]
     obs, *_ = env.step(text)
-    assert obs.extra["history"] == ((state, text),)
+    assert obs.history == ((state, text),)
     assert env.expert_action() in range(len(obs.actions))  # the wrapped env's methods pass through
 
 
@@ -54,7 +54,7 @@ def test_bad_history_length_is_a_clear_error():
 
 
 def test_train_config_history_wraps_the_env():
-    from prior_rl.train import TrainConfig, make_env
+    from prior_rl.run import TrainConfig, make_env
 
     env = make_env(TrainConfig(history=3, progress=False))
     assert isinstance(env, WithHistory) and env.length == 3

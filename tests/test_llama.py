@@ -15,9 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from prior_rl.llama import LlamaConfig, LlamaLM, Past, Prefix, forward_logits, init_params
-from prior_rl.tokenizer import TokenizerError
-from prior_rl.weights import WeightsError, load_llm, permute_rotary, registered_models, unpermute_rotary
+from prior_rl.llm.llama import LlamaConfig, LlamaLM, Past, Prefix, forward_logits, init_params
+from prior_rl.llm.tokenizer import TokenizerError
+from prior_rl.llm.weights import WeightsError, load_llm, permute_rotary, registered_models, unpermute_rotary
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -11,10 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from prior_rl.llama import forward_logits
-from prior_rl.padding import pad_sequences
+from prior_rl.llm.llama import forward_logits
+from prior_rl.llm.padding import pad_sequences
 from prior_rl.prior import ActionPrior, sample_actions
-from prior_rl.weights import MODELS, load_llm
+from prior_rl.llm.weights import MODELS, load_llm
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -1,4 +1,6 @@
-"""Text Overcooked: text, dynamics, horizon, partial view, expert, reward loophole and bad input (spec §2–§13).
+"""Text Overcooked: text, dynamics, horizon, partial view, expert, reward loophole and bad input.
+
+Spec: docs/overcooked-frozenlake.md §2–§13 (bare § numbers below refer to it).
 
 These tests need no golden files; tests/test_overcooked_golden.py replays the reference's transitions.
 """
@@ -34,7 +36,7 @@ ACTION_QUESTION = (", what action should you take next? Based on your previous o
 
 
 def macro_reward(k: int, event: float = 0.0) -> float:
-    """Spec §5.5: R = -0.001 (1 - 0.99^k) / 0.01 + 0.99^(k-1) event."""
+    """§5.5: R = -0.001 (1 - 0.99^k) / 0.01 + 0.99^(k-1) event."""
     return -0.001 * (1 - 0.99 ** k) / 0.01 + 0.99 ** (k - 1) * event
 
 
@@ -71,8 +73,8 @@ def test_reset_observations_are_the_reference_text_word_for_word():
     assert obs.task == "Your task is to serve the dish of a bowl only containing chopped tomato."
     assert obs.state == ("There is a fixed cutting board in the room. You notice a tomato on the table. Currently you "
                          "don't have anything in hand.")
-    assert obs.extra == {"family": "overcooked", "task_id": 0, "action_prompt":
-                         "To serve the dish of a bowl containing only chopped tomatoes" + ACTION_QUESTION}
+    assert (obs.family, obs.instruction, obs.extra) == ("overcooked", obs.task, {"task_id": 0})
+    assert obs.action_prompt == "To serve the dish of a bowl containing only chopped tomatoes" + ACTION_QUESTION
     assert info["obs_vector"] == [0, 5, 0, 0, 0, 0, 0, 0, 0, 1, 4, 1, 0, 0, 0, 0, 0, 0]
     assert (info["success"], info["prim_steps"], info["env_step"], info["macro"]) == (False, 0, 0, None)
 
@@ -84,10 +86,10 @@ def test_reset_observations_are_the_reference_text_word_for_word():
                            "walk to the first cutting board", "walk to the second cutting board", "serve nothing",
                            "chop nothing")
     assert obs.task == "Your task is to serve the dish of a bowl only containing chopped tomato and lettuce."
-    assert obs.extra["action_prompt"] == (
+    assert obs.action_prompt == (
         "To serve the dish of a bowl only containing chopped tomato and lettuce" + ACTION_QUESTION)
     # the paper's scripts format the template with the Python list repr of the labels
-    assert obs.extra["action_prompt"].format(list(obs.actions)).endswith(
+    assert obs.action_prompt.format(list(obs.actions)).endswith(
         "admissible actions: ['pick up the tomato', 'pick up the lettuce', 'pick up the onion', 'take the empty "
         "bowl', 'walk to the first cutting board', 'walk to the second cutting board', 'serve nothing', "
         "'chop nothing']. Action:")
@@ -99,7 +101,7 @@ def test_task6_parameterises_the_goal_sentence_and_the_task_one_hot():
     assert obs.prompt.endswith("To serve the dish of a bowl only containing chopped tomato, lettuce and onion, you "
                                "should first")
     assert obs.task == "Your task is to serve the dish of a bowl only containing chopped tomato, lettuce and onion."
-    assert obs.extra["action_prompt"].startswith("To serve the dish of a bowl only containing chopped tomato, lettuce "
+    assert obs.action_prompt.startswith("To serve the dish of a bowl only containing chopped tomato, lettuce "
                                                  "and onion, what action")
     assert obs.state == envs.make(NAMES[3]).reset()[0].state  # same rendering as task 3 otherwise
     assert info["obs_vector"][-7:] == [0, 0, 0, 0, 0, 0, 1]
@@ -286,14 +288,14 @@ def test_without_a_macro_cap_episodes_end_at_the_200_step_horizon():
 
 
 def test_macro_cap_truncates_without_terminating():
-    env = envs.make(NAMES[0], max_macro_steps=3)
+    env = envs.make(NAMES[0], max_steps=3)
     env.reset()
     outcomes = [env.step("serve nothing")[2:4] for _ in range(3)]
     assert outcomes == [(False, False), (False, False), (False, True)]
     with pytest.raises(EpisodeFinishedError, match="reset"):
         env.step(0)
     # a success on the capped step is a termination, not a truncation
-    env = envs.make(NAMES[0], max_macro_steps=6)
+    env = envs.make(NAMES[0], max_steps=6)
     env.reset()
     for _ in range(6):
         _, _, terminated, truncated, info = env.step(env.expert_action())
@@ -492,8 +494,8 @@ def test_bad_states_and_options_are_clear_errors():
         step_state(initial_state(3), 8)
     with pytest.raises(ValueError, match="unknown task id 4; supported task ids are"):
         initial_state(4)
-    with pytest.raises(ValueError, match="max_episode_steps must be a positive integer"):
-        TomatoSalad(max_macro_steps=0)
+    with pytest.raises(ValueError, match="max_steps must be a positive integer"):
+        TomatoSalad(max_steps=0)
     with pytest.raises(ValueError, match="horizon"):
         TomatoSalad(horizon=0)
     with pytest.raises(ValueError, match="26 entries"):

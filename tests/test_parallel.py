@@ -1,7 +1,7 @@
 """Data-parallel (shard_map) updates equal the single-device update.
 
 Forced multi-device runs need XLA_FLAGS before jax is imported, so they run in a subprocess with 4 fake CPU
-devices (meshes of 2 and 4 are built from them); every call is blocked on (llm-offline.md §8.4).
+devices (meshes of 2 and 4 are built from them); every call is blocked on (docs/llm-offline.md §8.4).
 """
 
 import json

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 
 from envs.base import TextObservation
-from prior_rl.llama import LlamaConfig, forward_logits, init_params
-from prior_rl.padding import bucket_length, pack_groups, pad_nested, pad_sequences
+from prior_rl.llm.llama import LlamaConfig, forward_logits, init_params
+from prior_rl.llm.padding import bucket_length, pack_groups, pad_nested, pad_sequences
 from prior_rl.prior import (ActionPrior, action_logprobs, map_text_to_action, packed_action_logprobs,
                             sample_actions, sample_from_exact, sequence_logprobs)
-from prior_rl.prompts import PromptBuilder
-from prior_rl.tokenizer import load_tokenizer_dir
-from prior_rl.weights import LLM
+from prior_rl.prior.prompts import PromptBuilder
+from prior_rl.llm.tokenizer import load_tokenizer_dir
+from prior_rl.llm.weights import LLM
 
 CFG = LlamaConfig(vocab_size=320, hidden_size=32, intermediate_size=48, num_layers=2, num_heads=4, num_kv_heads=2,
                   head_dim=8, rope_theta=1000.0, max_position_embeddings=128)
@@ -217,7 +217,7 @@ def test_cache_get_put(tiny_llm):
 
 
 def test_prior_cache_module_interface(tiny_llm):
-    cache_mod = pytest.importorskip("prior_rl.cache")
+    cache_mod = pytest.importorskip("prior_rl.llm.cache")
     cache = cache_mod.PriorCache()
     prior = ActionPrior(tiny_llm, cache=cache)
     o = obs("You are in a room. Action:")
@@ -286,19 +286,19 @@ INSTRUCTION = "Your task is to serve the dish of a bowl only containing chopped 
 
 def overcooked(state: str, actions) -> TextObservation:
     return TextObservation(prompt=state, actions=tuple(actions), task=INSTRUCTION, state=state,
-                           extra={"family": "overcooked", "action_prompt": AP})
+                           family="overcooked", action_prompt=AP)
 
 
 def alfworld(state: str, actions) -> TextObservation:
     return TextObservation(prompt="", actions=tuple(actions), task="put some cellphone on armchair.", state=state,
-                           extra={"family": "alfworld", "llf_observation":
-                                  f"{state}. You are allowed to take the following actions: {', '.join(actions)}."})
+                           family="alfworld",
+                           llf_observation=f"{state}. You are allowed to take the following actions: {', '.join(actions)}.")
 
 
 @pytest.fixture(scope="module")
 def smollm2():
     pytest.importorskip("gguf")
-    from prior_rl.weights import load_llm
+    from prior_rl.llm.weights import load_llm
 
     try:
         return load_llm("smollm2")

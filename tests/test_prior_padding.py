@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from prior_rl.padding import bucket_length, next_pow2, pack_groups, pad_nested, pad_sequences
+from prior_rl.llm.padding import bucket_length, next_pow2, pack_groups, pad_nested, pad_sequences
 
 
 def test_bucket_length_policies():

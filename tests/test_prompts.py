@@ -1,4 +1,4 @@
-"""Prompt construction per environment family (exact strings, from method.md §3.3) and chat wrapping."""
+"""Prompt construction per environment family (exact strings, from docs/method.md §3.3) and chat wrapping."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 from tokenizers import Tokenizer as Backend, models
 
 from envs.base import TextObservation
-from prior_rl.prompts import PromptBuilder, alfworld_prompt, generic_prompt, overcooked_prompt
-from prior_rl.tokenizer import Tokenizer
+from prior_rl.prior.prompts import PromptBuilder, alfworld_prompt, generic_prompt, overcooked_prompt
+from prior_rl.llm.tokenizer import Tokenizer
 
 AP = ("To serve the dish of a bowl containing only chopped tomatoes, what action should you take next? Based on "
       "your previous observations and actions, please select only one action for the next step from the "
@@ -18,10 +18,10 @@ STATE = ("There is a fixed cutting board in the room. You notice a tomato and a 
          "Currently you don't have anything in hand.")
 
 
-def overcooked_obs(**extra) -> TextObservation:
+def overcooked_obs(**fields) -> TextObservation:
     return TextObservation(prompt=STATE + " To serve the dish of a bowl only containing chopped tomato, you should "
                            "first", actions=ACTIONS, task=INSTRUCTION, state=STATE,
-                           extra={"family": "overcooked", "action_prompt": AP, **extra})
+                           family="overcooked", action_prompt=AP, **fields)
 
 
 def test_overcooked_first_step_matches_reference_template():
@@ -29,7 +29,7 @@ def test_overcooked_first_step_matches_reference_template():
                 + AP.format("['pick up the tomato', 'take the bowl', 'walk to the cutting board', 'serve nothing', "
                             "'chop nothing']"))
     assert overcooked_prompt(overcooked_obs()) == expected
-    assert PromptBuilder()(overcooked_obs()) == expected  # "auto" picks the family from obs.extra
+    assert PromptBuilder()(overcooked_obs()) == expected  # "auto" picks the family from obs.family
 
 
 def test_overcooked_history():
@@ -47,8 +47,8 @@ def test_overcooked_history():
 
 
 def test_overcooked_needs_action_prompt():
-    o = TextObservation(prompt="p", actions=ACTIONS, task=INSTRUCTION, state=STATE, extra={"family": "overcooked"})
-    with pytest.raises(ValueError, match="action_prompt"):
+    o = TextObservation(prompt="p", actions=ACTIONS, task=INSTRUCTION, state=STATE, family="overcooked")
+    with pytest.raises(ValueError, match=r"action_prompt.*family 'overcooked'"):
         PromptBuilder()(o)
 
 
@@ -61,11 +61,11 @@ def test_alfworld_matches_reference_prompt():
     reference = (f"Task: Your task is to: {task}\nCurrent observation:{llf}\n"
                  "Please select an action from the admissible actions. \n Action:")
     o = TextObservation(prompt=reference, actions=actions, task=task, state=state,
-                        extra={"family": "alfworld", "llf_observation": llf})
+                        family="alfworld", llf_observation=llf)
     assert alfworld_prompt(o) == reference
     assert PromptBuilder()(o) == reference
     o2 = TextObservation(prompt="", actions=actions, task="Your task is to: " + task, state=llf,
-                         extra={"family": "alfworld"})
+                         family="alfworld")
     assert alfworld_prompt(o2) == reference  # no double "Your task is to"
 
 

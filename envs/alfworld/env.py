@@ -9,7 +9,7 @@ Games come from the generated 28/26 split (``envs.alfworld.generate``, written t
 or, when ``ALFWORLD_DATA`` (or ``data=``) points at the real downloaded dataset, from its
 ``json_2.1.1/{train,valid_seen,valid_unseen}`` Pick & Place games, collected with ``AlfredTWEnv``'s rules.
 
-Observation (the reference's LLF-Bench wording, spec §3.3 / §4.1):
+Observation (the reference's LLF-Bench wording, docs/method.md §3.3 / §4.1):
 
     state  = engine text without the "-= Welcome to TextWorld, ALFRED! =-" banner
     task   = "put some cellphone on armchair."
@@ -19,7 +19,11 @@ Observation (the reference's LLF-Bench wording, spec §3.3 / §4.1):
 ``reset(seed)`` plays game ``seed % num_games``; ``reset()`` without a seed cycles through the games in order.
 Reward 1 and ``success`` when the goal holds (the episode then terminates); the step cap (default 50) truncates.
 ``info["expert_action"]`` is the next command of an optimal plan from the current state (``expert.py``: exact
-for Pick & Place, ~1 ms; Fast Downward where that model does not apply) and ``env.expert_action()`` its index.
+for Pick & Place, ~1 ms; Fast Downward where that model does not apply; None once the goal is reached) and
+``env.expert_action()`` its index. The observation carries that index too, as ``obs.expert_action``
+(``envs.base.NO_EXPERT_ACTION`` when there is no admissible next command), and ``family="alfworld"``,
+``llf_observation`` = the LLF-Bench observation text (the state and the admissible-action list); ``extra`` holds
+``split``, ``game``, ``gamefile`` and ``won``.
 """
 
 from __future__ import annotations
@@ -31,9 +35,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from envs.alfworld import _engine, expert, generate
+from envs.alfworld import engine, expert, generate
 from envs.alfworld import parse_cache as _parse_cache
-from envs.base import TextEnv, TextObservation
+from envs.base import NO_EXPERT_ACTION, TextEnv, TextObservation
 
 BANNER = re.compile(r"^\s*-= Welcome to TextWorld, ALFRED! =-\s*")
 TASK_LINE = re.compile(r"Your task is to: (.*)")
@@ -161,13 +165,14 @@ class AlfworldPick(TextEnv):
     """ALFWorld Pick & Place. Options:
 
     split:             "train" (28 tasks) or "unseen" (26 tasks); with real data also "valid_seen".
-    max_episode_steps: step cap (default 50), a non-terminal truncation.
+    max_steps:         step cap (default 50), a non-terminal truncation.
     data:              None (``$ALFWORLD_DATA`` if set, else generated games), "generated", or a dataset root.
     game:              pin one game (index, or its task text); default: chosen by the reset seed.
     cache_dir:         where generated games live (default ``default_cache_dir()``).
     parse_cache:       memoise textworld's parsing (default True; identical observations, steps 3-4.5x faster).
-    expert_in_info:    compute ``info["expert_action"]`` (also ``obs.extra["expert_action"]``) every step (default
-                       True; off saves replanning when the agent leaves the expert's plan).
+    expert_in_info:    compute ``info["expert_action"]`` (and its index, ``obs.expert_action``) every step (default
+                       True; off saves replanning when the agent leaves the expert's plan, and
+                       ``obs.expert_action`` is then None).
     """
 
     name = "alfworld-pick"
@@ -175,14 +180,14 @@ class AlfworldPick(TextEnv):
     def __init__(
         self,
         split: str = "train",
-        max_episode_steps: int | None = 50,
+        max_steps: int | None = 50,
         data: str | os.PathLike | None = None,
         game: int | str | None = None,
         cache_dir: str | os.PathLike | None = None,
         parse_cache: bool = True,
         expert_in_info: bool = True,
     ):
-        super().__init__(max_episode_steps=max_episode_steps)
+        super().__init__(max_steps=max_steps)
         self.split = split
         self.root, self.game_files, self._tasks = resolve_games(split, data, cache_dir)
         self.expert_in_info = expert_in_info
@@ -190,9 +195,9 @@ class AlfworldPick(TextEnv):
             _parse_cache.install()
         self._fixed_game = None if game is None else self._game_index(game)
         self._next_game = 0
-        infos = _engine.textworld.EnvInfos(won=True, admissible_commands=True, extras=["gamefile"])
-        self._pddl = _engine.PddlEnv(infos)
-        self._tw = _engine.AlfredInfos(_engine.AlfredDemangler(self._pddl, shuffle=False))
+        infos = engine.textworld.EnvInfos(won=True, admissible_commands=True, extras=["gamefile"])
+        self._pddl = engine.PddlEnv(infos)
+        self._tw = engine.AlfredInfos(engine.AlfredDemangler(self._pddl, shuffle=False))
         self._loaded: int | None = None
         self._game = 0
         self._task = ""
@@ -238,17 +243,28 @@ class AlfworldPick(TextEnv):
         self._loaded = index
 
     # -- observations -----------------------------------------------------------------------------------------
-    def _observation(self, feedback: str, admissible: list[str]) -> TextObservation:
+    def _observe(self, feedback: str, admissible: list[str]) -> tuple[TextObservation, dict[str, Any]]:
+        """The observation and ``info`` of the engine's current state (the admissible set first: the expert's plan
+        is checked against it)."""
         state = _strip_banner(feedback)
         actions = self._admissible = tuple(admissible)
+        info = self._info()
+        # the expert's next command also rides in the observation, for agents that only see observations
+        # (e.g. prior_rl.prior.synthetic's expert-mixture prior); prompts and features never read it
+        expert_action = None
+        if "expert_action" in info:
+            command = info["expert_action"]
+            expert_action = actions.index(command) if command in actions else NO_EXPERT_ACTION
         llf = f"{state}. {ALLOWED}: {', '.join(actions)}."
         prompt = (f"Task: Your task is to: {self._task}\nCurrent observation:{llf}\n"
                   "Please select an action from the admissible actions. \n Action:")
-        return TextObservation(
-            prompt=prompt, actions=actions, task=self._task, state=state,
-            extra={"family": "alfworld", "split": self.split, "game": self._game,
-                   "gamefile": self.game_files[self._game], "won": self._won, "llf_observation": llf},
+        obs = TextObservation(
+            prompt=prompt, actions=actions, task=self._task, state=state, family="alfworld",
+            llf_observation=llf, expert_action=expert_action,
+            extra={"split": self.split, "game": self._game, "gamefile": self.game_files[self._game],
+                   "won": self._won},
         )
+        return obs, info
 
     def _info(self) -> dict[str, Any]:
         info: dict[str, Any] = {"success": self._won, "won": self._won, "game": self._game,
@@ -277,15 +293,7 @@ class AlfworldPick(TextEnv):
         self._task = match.group(1).strip()
         self._won = bool(state["won"])
         self._plan = None
-        obs = self._observation(state.feedback, state["admissible_commands"])
-        return obs, self._with_expert(obs, self._info())
-
-    def _with_expert(self, obs: TextObservation, info: dict[str, Any]) -> dict[str, Any]:
-        # the expert's next command also rides in the observation, for agents that only see observations
-        # (e.g. prior_rl.synthetic's expert-mixture prior); prompts and features never read it
-        if "expert_action" in info:
-            obs.extra["expert_action"] = info["expert_action"]
-        return info
+        return self._observe(state.feedback, state["admissible_commands"])
 
     def _step(self, index: int) -> tuple[TextObservation, float, bool, bool, dict[str, Any]]:
         command = self.observation.actions[index]
@@ -295,8 +303,8 @@ class AlfworldPick(TextEnv):
             self._plan = self._plan[1:]  # the rest of an optimal plan is optimal from the next state
         else:
             self._plan = None
-        obs = self._observation(state.feedback, state["admissible_commands"])
-        return obs, float(score), bool(done), False, self._with_expert(obs, self._info())
+        obs, info = self._observe(state.feedback, state["admissible_commands"])
+        return obs, float(score), bool(done), False, info
 
     # -- expert -----------------------------------------------------------------------------------------------
     def _expert_plan(self) -> list[str]:

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.alfworld import _engine, parse_cache
+from envs.alfworld import engine, parse_cache
 
 GENERATOR_VERSION = 1
 DEFAULT_SEED = 0
@@ -90,7 +90,7 @@ def escape(alfred_id: str) -> str:
 
 
 def _templates() -> list[str]:
-    return list(_engine.alfworld_goals.gdict[TASK_TYPE]["templates"])
+    return list(engine.alfworld_goals.gdict[TASK_TYPE]["templates"])
 
 
 def task_text(obj: str, recep: str, template: int) -> str:
@@ -99,7 +99,7 @@ def task_text(obj: str, recep: str, template: int) -> str:
 
 
 def _type_names() -> dict[str, str]:
-    table = _engine.alfworld_constants.VAL_RECEPTACLE_OBJECTS
+    table = engine.alfworld_constants.VAL_RECEPTACLE_OBJECTS
     names = set(table) | {o for objs in table.values() for o in objs}
     return {n.lower(): n for n in sorted(names)}
 
@@ -139,7 +139,7 @@ class Room:
         return sorted({r.type for r in self.receptacles})
 
     def can_contain(self, recep_type: str, obj_type: str) -> bool:
-        return obj_type in _engine.alfworld_constants.VAL_RECEPTACLE_OBJECTS.get(recep_type, ())
+        return obj_type in engine.alfworld_constants.VAL_RECEPTACLE_OBJECTS.get(recep_type, ())
 
     def goal_pairs(self) -> list[tuple[str, str]]:
         """(object, receptacle) type pairs that make a Pick & Place goal here: some receptacle type may hold the
@@ -167,8 +167,8 @@ def _fmt(value: float) -> str:
 def load_room(floor_plan: int, rng: np.random.Generator | None = None) -> Room:
     """The receptacles of one shipped floor plan (real ids and poses), plus synthetic instances of the static
     receptacle types it lists without a pose (these need ``rng`` for their id and place)."""
-    constants = _engine.alfworld_constants
-    base = os.path.join(_engine.LAYOUTS_DIR, f"FloorPlan{floor_plan}")
+    constants = engine.alfworld_constants
+    base = os.path.join(engine.LAYOUTS_DIR, f"FloorPlan{floor_plan}")
     with open(f"{base}-openable.json") as f:
         poses = json.load(f)
     with open(f"{base}-objects.json") as f:
@@ -244,7 +244,7 @@ class Game:
 
 def build_problem(room: Room, spec: GameSpec, rng: np.random.Generator) -> tuple[str, dict[str, Any]]:
     """Place the objects and write the PDDL problem (``initial_state.pddl``) of one game."""
-    constants = _engine.alfworld_constants
+    constants = engine.alfworld_constants
     obj_type, recep_type = spec.obj, spec.recep
     receptacles = room.receptacles
     used_ids = {r.id for r in receptacles}
@@ -306,7 +306,7 @@ def build_problem(room: Room, spec: GameSpec, rng: np.random.Generator) -> tuple
             if otype in constants.VAL_ACTION_OBJECTS[table_key]:
                 init.append(f"        ({predicate} {eid})")
     # The goal-library snippet writes typed variables with '#' and carries the closing ')' of the define.
-    goal = _engine.alfworld_goals.gdict[TASK_TYPE]["pddl"].format(obj=obj_type, recep=recep_type).replace("#", "-")
+    goal = engine.alfworld_goals.gdict[TASK_TYPE]["pddl"].format(obj=obj_type, recep=recep_type).replace("#", "-")
     problem = "\n".join([
         f"(define (problem plan_{spec.trial})",
         "    (:domain alfred)",
@@ -326,15 +326,15 @@ def build_problem(room: Room, spec: GameSpec, rng: np.random.Generator) -> tuple
 def _grammar(task: str) -> str:
     """The shipped grammar with the goal text in place of ``UNKNOWN GOAL`` (what ``add_task_to_grammar`` does,
     with the template fixed by the split instead of drawn from Python's global ``random``)."""
-    with open(_engine.ALFRED_TWL2_PATH) as f:
+    with open(engine.ALFRED_TWL2_PATH) as f:
         grammar = f.read()
     if grammar.count("UNKNOWN GOAL") != 1:
-        raise GenerationError(f"{_engine.ALFRED_TWL2_PATH}: expected one 'UNKNOWN GOAL' placeholder")
+        raise GenerationError(f"{engine.ALFRED_TWL2_PATH}: expected one 'UNKNOWN GOAL' placeholder")
     return grammar.replace("UNKNOWN GOAL", task.rstrip("."))
 
 
 def _domain() -> str:
-    with open(_engine.ALFRED_PDDL_PATH) as f:
+    with open(engine.ALFRED_PDDL_PATH) as f:
         return f.read()
 
 
@@ -359,9 +359,9 @@ class PlannerCheck:
     """Plays a game with the planner (textworld PddlEnv + alfworld's demangler) and returns its winning plan."""
 
     def __init__(self) -> None:
-        infos = _engine.textworld.EnvInfos(admissible_commands=True, won=True, policy_commands=True)
-        self._pddl = _engine.PddlEnv(infos)
-        self.env = _engine.AlfredDemangler(shuffle=False)(self._pddl)
+        infos = engine.textworld.EnvInfos(admissible_commands=True, won=True, policy_commands=True)
+        self._pddl = engine.PddlEnv(infos)
+        self.env = engine.AlfredDemangler(shuffle=False)(self._pddl)
 
     def plan(self, game: dict[str, Any]) -> list[str] | None:
         """The planner's walkthrough, or None if the game is unsolvable or already won at reset."""
@@ -497,7 +497,7 @@ def _generate_into(root: Path, seed: int, verbose: bool) -> dict[str, Any]:
     parse_cache.install()
     checker = PlannerCheck()
     manifest: dict[str, Any] = {"generator_version": GENERATOR_VERSION, "seed": seed, "task_type": TASK_TYPE,
-                                "engine": _engine.installed_versions(), "splits": {}}
+                                "engine": engine.installed_versions(), "splits": {}}
     try:
         for split, specs in split_specs(seed).items():
             entries = []

@@ -15,7 +15,7 @@ are memoised here:
 - ``fast_downward.pddl2sas`` (domain, problem, verbose, optimize) -> (task, sas). ``PddlState`` only reads the
   task. The wrapper also restores ``sys.argv``, which the translator overwrites on every call.
 
-These are private functions of textworld 1.7.0 (pinned in ``_engine.PINNED``); ``install`` refuses to patch any
+These are private functions of textworld 1.7.0 (pinned in ``engine.PINNED``); ``install`` refuses to patch any
 other version, and tests/test_alfworld.py checks that observations are identical with and without the cache.
 """
 
@@ -29,7 +29,7 @@ import warnings
 from collections import OrderedDict
 from typing import Any, Callable, Iterator
 
-from envs.alfworld import _engine
+from envs.alfworld import engine
 
 _LOCK = threading.Lock()
 _STATE = {"installed": False, "enabled": False}
@@ -134,22 +134,22 @@ def install() -> bool:
         if _STATE["installed"]:
             _STATE["enabled"] = True
             return True
-        version = getattr(_engine.textworld, "__version__", None)
-        if version != _engine.PINNED["textworld"]:
+        version = getattr(engine.textworld, "__version__", None)
+        if version != engine.PINNED["textworld"]:
             warnings.warn(
-                f"alfworld-pick: the parsing cache patches textworld {_engine.PINNED['textworld']} internals; "
+                f"alfworld-pick: the parsing cache patches textworld {engine.PINNED['textworld']} internals; "
                 f"found textworld {version}, so it stays off (steps will be ~3x slower)",
                 RuntimeWarning, stacklevel=2,
             )
             return False
-        _ORIGINALS["textgen"] = _engine.tw_textgen._parse_and_convert
-        _ORIGINALS["logic"] = _engine.tw_pddl_logic._parse_and_convert
-        _ORIGINALS["query"] = _engine.tw_logic.Rule.parse_conjunctive_query
-        _ORIGINALS["pddl2sas"] = _engine.fast_downward.pddl2sas
-        _engine.tw_textgen._parse_and_convert = _cached_textgen_parse
-        _engine.tw_pddl_logic._parse_and_convert = _cached_logic_parse
-        _engine.tw_logic.Rule.parse_conjunctive_query = classmethod(_cached_conjunctive_query)
-        _engine.fast_downward.pddl2sas = _cached_pddl2sas
+        _ORIGINALS["textgen"] = engine.tw_textgen._parse_and_convert
+        _ORIGINALS["logic"] = engine.tw_pddl_logic._parse_and_convert
+        _ORIGINALS["query"] = engine.tw_logic.Rule.parse_conjunctive_query
+        _ORIGINALS["pddl2sas"] = engine.fast_downward.pddl2sas
+        engine.tw_textgen._parse_and_convert = _cached_textgen_parse
+        engine.tw_pddl_logic._parse_and_convert = _cached_logic_parse
+        engine.tw_logic.Rule.parse_conjunctive_query = classmethod(_cached_conjunctive_query)
+        engine.fast_downward.pddl2sas = _cached_pddl2sas
         _STATE["installed"] = _STATE["enabled"] = True
         return True
 

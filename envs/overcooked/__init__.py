@@ -1,9 +1,10 @@
-"""Text Overcooked (TWOSOME's single-agent map "A"), reproduced exactly from ``shared/docs/overcooked-frozenlake.md``.
+"""Text Overcooked (TWOSOME's single-agent map "A"), reproduced exactly from ``docs/overcooked-frozenlake.md``.
 
 Environments (``envs.make`` names): ``overcooked-tomato-salad`` (:class:`TomatoSalad`, task 0, 5 macros),
 ``overcooked-tomato-lettuce-salad`` (:class:`TomatoLettuceSalad`, task 3, 8 macros) and
 ``overcooked-tomato-lettuce-onion-salad`` (:class:`TomatoLettuceOnionSalad`, task 6, 8 macros). Options:
-``max_macro_steps`` (the scripts' caps: 31 for task 0, 51 for task 3; default None) and ``horizon`` (200).
+``max_steps`` (the cap on macro steps; the scripts' caps: 31 for task 0, 51 for task 3; default None) and
+``horizon`` (200).
 
 Layers, each usable on its own:
 

@@ -1,6 +1,6 @@
 """Single-agent map-"A" Overcooked (TWOSOME's ``gym-macro-overcooked``), re-implemented from the spec.
 
-Spec: ``shared/docs/overcooked-frozenlake.md`` §2–§7. Everything here is pure and cached:
+Spec: ``docs/overcooked-frozenlake.md`` §2–§7. Everything here is pure and cached:
 
 * the **world** is a flat tuple of ints in the golden files' ``state`` layout (§14):
   task 0 ``(tom x, y, c, plate x, y, agent x, y)`` (length 7); tasks 3 and 6

@@ -2,7 +2,8 @@
 
 One ``step`` is one macro action (5 for Tomato Salad, 8 otherwise). The observation's ``prompt`` and ``actions``
 are the reference ``obs2text`` output for the 5×5-view observation vector; ``state`` is the prompt without its goal
-sentence; ``task`` is RL-LLM-Prior's instruction. See :mod:`envs.overcooked` for the ``info`` keys.
+sentence; ``task`` is RL-LLM-Prior's instruction. See :mod:`envs.overcooked` for the ``info`` keys;
+§ numbers refer to ``docs/overcooked-frozenlake.md``.
 """
 
 from __future__ import annotations
@@ -28,14 +29,16 @@ _OBS_CACHE: dict[tuple[int, tuple[int, ...]], TextObservation] = {}
 
 
 def text_observation(task_id: int, obs_vector: tuple[int, ...]) -> TextObservation:
-    """The (cached, shared: do not mutate ``extra``) :class:`TextObservation` of an observation vector."""
+    """The (cached, shared: do not mutate ``extra``) :class:`TextObservation` of an observation vector: family
+    ``"overcooked"``, the task's ``instruction`` (= ``task``) and ``action_prompt``; ``extra["task_id"]``."""
     key = (task_id, obs_vector)
     obs = _OBS_CACHE.get(key)
     if obs is None:
         prompt, labels = obs2text(obs_vector, task_id)
         obs = TextObservation(
             prompt=prompt, actions=labels, task=instruction(task_id), state=extract_obs(prompt, task_id),
-            extra={"family": "overcooked", "task_id": task_id, "action_prompt": action_prompt(task_id)},
+            family="overcooked", instruction=instruction(task_id), action_prompt=action_prompt(task_id),
+            extra={"task_id": task_id},
         )
         _OBS_CACHE[key] = obs
     return obs
@@ -44,8 +47,8 @@ def text_observation(task_id: int, obs_vector: tuple[int, ...]) -> TextObservati
 class OvercookedEnv(TextEnv):
     """Single-agent map-"A" Overcooked with macro actions and the reference text rendering.
 
-    max_macro_steps: cap on macro steps per episode (a non-terminal truncation; the paper's scripts use 31 for
-        Tomato Salad and 51 for Tomato-Lettuce Salad); None = no cap.
+    max_steps: cap on macro steps (agent steps) per episode (a non-terminal truncation; the paper's scripts use 31
+        for Tomato Salad and 51 for Tomato-Lettuce Salad); None = no cap.
     horizon: the environment's own limit in primitive steps (200 in both papers); reaching it terminates the
         episode once the macro that crosses it has finished.
     """
@@ -53,8 +56,8 @@ class OvercookedEnv(TextEnv):
     name = "overcooked"
     task_id: int = 0  # subclasses pick the task
 
-    def __init__(self, max_macro_steps: int | None = None, horizon: int = HORIZON):
-        super().__init__(max_episode_steps=max_macro_steps)
+    def __init__(self, max_steps: int | None = None, horizon: int = HORIZON):
+        super().__init__(max_steps=max_steps)
         if not isinstance(horizon, int) or horizon < 1:
             raise ValueError(f"{self.name}: horizon must be a positive number of primitive steps, got {horizon!r}")
         self.spec = task_spec(self.task_id)
@@ -150,7 +153,7 @@ class TomatoLettuceSalad(OvercookedEnv):
 
 
 class TomatoLettuceOnionSalad(OvercookedEnv):
-    """Tomato-Lettuce-Onion Salad: task 6, v3 map, 8 macro actions; our goal sentence (spec §13, a deviation)."""
+    """Tomato-Lettuce-Onion Salad: task 6, v3 map, 8 macro actions; our goal sentence (§13, a deviation)."""
 
     name = "overcooked-tomato-lettuce-onion-salad"
     task_id = 6

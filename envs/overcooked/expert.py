@@ -6,8 +6,8 @@ milliseconds and is memoised per world.
 
 Tie-breaking (several plans share the minimum): nodes leave the queue by (primitive steps, insertion order), a
 node's parent is only replaced on a strict improvement, and actions are tried in index order. From reset this
-gives the plans of spec §9: Tomato Salad 6 macros / 28 primitive steps (Σ reward 1.110284), Tomato-Lettuce Salad
-10 / 45 (Σ 1.328145), and for task 6 16 / 63.
+gives the plans of docs/overcooked-frozenlake.md §9: Tomato Salad 6 macros / 28 primitive steps (Σ reward
+1.110284), Tomato-Lettuce Salad 10 / 45 (Σ 1.328145), and for task 6 16 / 63.
 """
 
 from __future__ import annotations

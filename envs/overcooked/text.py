@@ -1,7 +1,8 @@
 """``obs2text``: the macro observation vector → the prompt and the 5 or 8 action labels, word for word (§10).
 
 Also the strings RL-LLM-Prior wraps around it (§11): the instruction, the action-prompt template, and
-``extract_obs`` (the prompt without its final "To serve …" sentence).
+``extract_obs`` (the prompt without its final "To serve …" sentence). § numbers refer to
+``docs/overcooked-frozenlake.md``.
 
 Task 6 (tomato, lettuce and onion) has no rendering in either reference repository; it reuses the task-3 rendering
 with the goal sentence parameterised ("…only containing chopped tomato, lettuce and onion…"). This is a deviation

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from envs.base import TextObservation
-from prior_rl.features import candidate_texts
+from prior_rl.bridge.features import candidate_texts
 from prior_rl.replay import FeatureTable
 
 

@@ -5,10 +5,12 @@ The embedded 135M model is a weak prior on ALFWorld (mean p(expert) 0.11 along e
 
     p(a | s) = p_expert · [a = expert(s)] + (1 − p_expert) / |A(s)|
 
-over the admissible set A(s), where expert(s) is the environment's expert command, read from
-``obs.extra["expert_action"]`` (``alfworld-pick`` fills it). It answers "how good must the prior be for DQN-Prior
+over the admissible set A(s), where expert(s) is the environment's expert action, read from
+``obs.expert_action`` (an index into ``obs.actions``; ``alfworld-pick`` fills it, and an observation without it
+raises ``ValueError``; ``envs.base.NO_EXPERT_ACTION`` = no admissible expert action here, e.g. the goal is reached:
+then p is uniform). It answers "how good must the prior be for DQN-Prior
 to learn here?", not "does an LLM prior help?": it is not an LLM, and its mistakes are uniform, whereas an LLM's
-are correlated with the text. Select it with ``--llm expert-mix:P`` (``prior_rl.train.load_prior``).
+are correlated with the text. Select it with ``--llm expert-mix:P`` (``prior_rl.run.ModelStore.prior``).
 
 It offers the two methods the training loop uses from :class:`prior_rl.prior.ActionPrior`: :meth:`logprobs` and
 :meth:`candidates` (mode "exact" only: there is no text to generate). It makes no LLM calls and has no cache.
@@ -20,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from envs.base import TextObservation
+from envs.base import NO_EXPERT_ACTION, TextObservation
 
 PREFIX = "expert-mix:"
 
@@ -53,19 +55,23 @@ class ExpertMixturePrior:
         self.model_key = f"{PREFIX}{p_expert:g}"
 
     def _probs(self, obs: TextObservation) -> np.ndarray:
-        if "expert_action" not in obs.extra:
+        expert = obs.expert_action
+        if expert is None:
             raise ValueError(
-                f"the {self.model_key} prior needs obs.extra['expert_action'] (the environment's expert command); "
-                f"this observation has none. Use an environment that provides it (alfworld-pick) or a real LLM prior."
+                f"the {self.model_key} prior needs TextObservation.expert_action (the index of the environment's "
+                f"expert action); this observation (family {obs.family!r}) has none. Use an environment that "
+                f"provides it (alfworld-pick) or a real LLM prior."
             )
         n = len(obs.actions)
         if n == 0:
             raise ValueError("observation has no admissible actions")
+        if isinstance(expert, bool) or not isinstance(expert, (int, np.integer)) or not -1 <= expert < n:
+            raise ValueError(f"TextObservation.expert_action must be an index in 0..{n - 1} or "
+                             f"NO_EXPERT_ACTION (-1), got {expert!r}")
         p = np.full(n, (1.0 - self.p_expert) / n, np.float64)
-        expert = obs.extra["expert_action"]
-        if expert in obs.actions:
-            p[obs.actions.index(expert)] += self.p_expert
-        else:  # no plan (goal reached) or an expert command outside the admissible set: uniform
+        if expert != NO_EXPERT_ACTION:
+            p[expert] += self.p_expert
+        else:  # no admissible expert action (goal reached, or the planner's command is not admissible): uniform
             p[:] = 1.0 / n
         if self.temperature != 1.0:
             p = p ** (1.0 / self.temperature)

@@ -9,7 +9,7 @@ Pooling (``pooling=``):
 * ``"mean"``: average of the last hidden layer over non-padding tokens. This is sentence-transformers' recipe and
   the default for MiniLM and for any directory whose ``1_Pooling/config.json`` asks for mean pooling.
 * ``"cls"``: the last-layer vector at the [CLS] token, as the reference implementation does with bert-base
-  (method.md §3.5). Default for plain HF BERT directories.
+  (docs/method.md §3.5). Default for plain HF BERT directories.
 
 ``normalize=None`` means L2-normalise mean-pooled vectors (sentence-transformers' ``Normalize`` step, which
 all-MiniLM-L6-v2 ships) and leave CLS vectors raw (as in the paper). Pass ``True``/``False`` to override.
@@ -35,8 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from prior_rl.bert import BertConfig, BertLoadError, BertModel, load_bert
-from prior_rl.cache import PriorCache
+from prior_rl.llm.bert import BertConfig, BertLoadError, BertModel, load_bert
+from prior_rl.llm.cache import PriorCache
 
 __all__ = ["POOLINGS", "SPECS", "TextEncoder", "load_encoder", "minilm_path"]
 

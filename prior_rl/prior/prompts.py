@@ -1,21 +1,21 @@
 """Prompts for the LLM action prior, per environment family, in one place.
 
 The prior scores (or generates) an action as a continuation of a prompt built from a
-:class:`envs.base.TextObservation`. ``obs.extra["family"]`` selects the template:
+:class:`envs.base.TextObservation`, from its typed fields. ``obs.family`` selects the template:
 
 * ``"overcooked"``: the reference implementation's template (method.md §3.3)::
 
       {instruction}\\nHistory:\\n{history}\\nCurrent Observation: {state}\\n{action_prompt.format(list repr)}
 
-  ``instruction`` is ``obs.extra["instruction"]`` if present, else ``obs.task``; ``action_prompt`` is
-  ``obs.extra["action_prompt"]`` (required; its ``{}`` receives Python's list repr of the actions); ``state`` is
-  ``obs.state``. The history is the last ``history_len`` entries (default: all given) of
-  ``obs.extra["history"]``: items are ``(state, action)`` pairs, rendered ``"Observation: {s}. Action: {a}."``, or
-  already rendered strings; the lines are joined by ``"\\n"`` (empty at the first step).
+  ``instruction`` is ``obs.instruction`` if set, else ``obs.task``; ``action_prompt`` is ``obs.action_prompt``
+  (required: a missing one raises ``ValueError``; its ``{}`` receives Python's list repr of the actions); ``state``
+  is ``obs.state``. The history is the last ``history_len`` entries (default: all given) of ``obs.history``: items
+  are ``(state, action)`` pairs, rendered ``"Observation: {s}. Action: {a}."``, or already rendered strings; the
+  lines are joined by ``"\\n"`` (empty at the first step).
 * ``"alfworld"``: ``"Task: Your task is to: " + obs.task + "\\nCurrent observation:" + llf +
   "\\nPlease select an action from the admissible actions. \\n Action:"`` (the reference's prompt, verbatim), where
-  ``llf`` is ``obs.extra["llf_observation"]`` (LLF-Bench's observation, which ends with the admissible-action list;
-  ``obs.state`` if absent). The ``"Your task is to: "`` prefix is added only if ``obs.task`` lacks it.
+  ``llf`` is ``obs.llf_observation`` (LLF-Bench's observation, which ends with the admissible-action list;
+  ``obs.state`` if None). The ``"Your task is to: "`` prefix is added only if ``obs.task`` lacks it.
 * anything else (Frozen Lake, …): ``obs.prompt`` as the environment wrote it.
 
 Candidates are scored as the continuation ``action_prefix + action``: ``" "`` after a raw prompt (which ends in
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from envs.base import TextObservation
-from prior_rl.tokenizer import Tokenizer
+from prior_rl.llm.tokenizer import Tokenizer
 
 ALFWORLD_SUFFIX = "Please select an action from the admissible actions. \n Action:"
 FAMILIES = ("overcooked", "alfworld", "generic")
@@ -52,15 +52,16 @@ def _history_lines(history: Sequence[Any], history_len: int | None) -> list[str]
 
 def overcooked_prompt(obs: TextObservation, history: Sequence[Any] | None = None,
                       history_len: int | None = None) -> str:
-    """The reference Overcooked prior prompt. ``history`` overrides ``obs.extra["history"]``."""
-    template = obs.extra.get("action_prompt")
+    """The reference Overcooked prior prompt. ``history`` overrides ``obs.history``."""
+    template = obs.action_prompt
     if not isinstance(template, str) or "{}" not in template:
+        what = "has none" if template is None else f"has {template!r}, without the '{{}}'"
         raise ValueError(
-            "overcooked prompt: obs.extra['action_prompt'] must be the action-prompt template with a '{}' for the "
-            f"admissible-action list, got {template!r}"
+            f"the overcooked prompt needs TextObservation.action_prompt (the action-prompt template with a '{{}}' "
+            f"for the admissible-action list); this observation (family {obs.family!r}) {what}"
         )
-    instruction = obs.extra.get("instruction") or obs.task
-    hist = history if history is not None else obs.extra.get("history", ())
+    instruction = obs.instruction or obs.task
+    hist = history if history is not None else obs.history
     lines = _history_lines(hist, history_len)
     state = obs.state or obs.prompt
     return (instruction + "\nHistory:\n" + "\n".join(lines) + "\nCurrent Observation: " + state + "\n"
@@ -69,9 +70,9 @@ def overcooked_prompt(obs: TextObservation, history: Sequence[Any] | None = None
 
 def alfworld_prompt(obs: TextObservation) -> str:
     """The reference ALFWorld prior prompt. The observation part is LLF-Bench's text, which still lists the
-    admissible actions (``obs.extra["llf_observation"]``; ``obs.state`` if absent)."""
+    admissible actions (``obs.llf_observation``; ``obs.state`` if None)."""
     task = obs.task if obs.task.startswith("Your task is to") else "Your task is to: " + obs.task
-    state = obs.extra.get("llf_observation") or obs.state or obs.prompt
+    state = obs.llf_observation or obs.state or obs.prompt
     return "Task: " + task + "\nCurrent observation:" + state + "\n" + ALFWORLD_SUFFIX
 
 
@@ -81,15 +82,15 @@ def generic_prompt(obs: TextObservation) -> str:
 
 
 def family_of(obs: TextObservation) -> str:
-    fam = obs.extra.get("family", "generic")
-    return fam if fam in ("overcooked", "alfworld") else "generic"
+    """The prompt family of ``obs.family``: "overcooked", "alfworld", or "generic" for anything else."""
+    return obs.family if obs.family in ("overcooked", "alfworld") else "generic"
 
 
 @dataclass(frozen=True)
 class PromptBuilder:
     """``builder(obs) -> prompt text``; ``builder.action_prefix`` is what precedes each candidate action.
 
-    style:       "auto" (by ``obs.extra["family"]``), "overcooked", "alfworld" or "generic".
+    style:       "auto" (by ``obs.family``), "overcooked", "alfworld" or "generic".
     chat:        wrap the prompt as the user turn of the model's chat template (needs ``tokenizer``;
                  :class:`prior_rl.prior.ActionPrior` fills it in from the model).
     system:      optional system message for chat mode (None keeps the template's default).

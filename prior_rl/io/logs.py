@@ -16,8 +16,8 @@ from typing import Any, Mapping, Sequence
 class RunLogger:
     """Appends metric rows to ``<run_dir>/metrics.csv`` and TensorBoard events under ``<run_dir>/tb``.
 
-    The CSV header is fixed by the first row; later rows may omit keys (empty cells) but may not add new ones
-    (they are ignored, with the set reported once), so the file stays rectangular.
+    Every metric any row logs gets a column: a row with a new key widens the header (the file is rewritten with
+    the new columns, atomically), and rows without a key leave its cell empty, so the file stays rectangular.
     """
 
     def __init__(self, run_dir: str | os.PathLike, tensorboard: bool = True, resume: bool = False):
@@ -25,7 +25,6 @@ class RunLogger:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.csv_path = self.run_dir / "metrics.csv"
         self._fields: list[str] | None = None
-        self._dropped: set[str] = set()
         if resume and self.csv_path.exists():
             with open(self.csv_path, newline="") as f:
                 self._fields = next(csv.reader(f), None)
@@ -46,9 +45,9 @@ class RunLogger:
             self._fields = list(row)
             with open(self.csv_path, "w", newline="") as f:
                 csv.writer(f).writerow(self._fields)
-        extra = set(row) - set(self._fields)
-        if extra - self._dropped:
-            self._dropped |= extra
+        new = [k for k in row if k not in self._fields]
+        if new:  # widen the header: rewrite the rows so far under it
+            self._rewrite(read_csv(self.csv_path), self._fields + new)
         with open(self.csv_path, "a", newline="") as f:
             csv.writer(f).writerow([row.get(k, "") for k in self._fields])
         if self._tb is not None and "env_steps" in row:
@@ -57,19 +56,23 @@ class RunLogger:
                 if k != "env_steps" and isinstance(v, (int, float)):
                     self._tb.add_scalar(k, v, step)
 
-    def truncate_after(self, env_steps: int) -> None:
-        """Drop rows logged after ``env_steps`` (used on resume: those steps will be redone)."""
+    def keep_rows(self, n: int) -> None:
+        """Keep the first ``n`` rows and drop the rest (on resume: rows logged after the checkpoint are redone)."""
         rows = read_csv(self.csv_path) if self.csv_path.exists() else []
-        keep = [r for r in rows if float(r.get("env_steps") or 0) <= env_steps]
         if self._fields is None:
             return
+        self._rewrite(rows[:n], self._fields)
+
+    def _rewrite(self, rows: Sequence[Mapping[str, Any]], fields: list[str]) -> None:
+        """Replace the CSV by ``rows`` under the header ``fields`` (temp file, then rename)."""
         fd, tmp = tempfile.mkstemp(dir=self.run_dir, suffix=".tmp")
         with os.fdopen(fd, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(self._fields)
-            for r in keep:
-                w.writerow([r.get(k, "") for k in self._fields])
+            w.writerow(fields)
+            for r in rows:
+                w.writerow([r.get(k, "") for k in fields])
         os.replace(tmp, self.csv_path)
+        self._fields = list(fields)
 
     def close(self) -> None:
         if self._tb is not None:

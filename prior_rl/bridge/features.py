@@ -1,7 +1,7 @@
 """The one place that decides which string is embedded for a (state, action) pair.
 
 The Q-network scores one feature vector per candidate action, ``Q(φ(s, a))``, where φ embeds a string built from
-the observation and the action text (method.md §3.5, ``--action_normalize True``). Styles:
+the observation and the action text (docs/method.md §3.5, ``--action_normalize True``). Styles:
 
 * ``"paper"``: the reference's online Overcooked string ``"Observation: {state},  Action: {action}."`` (two spaces
   before "Action", exactly as in the released code).
@@ -22,7 +22,7 @@ import numpy as np
 from envs.base import TextObservation
 
 if TYPE_CHECKING:
-    from prior_rl.encoder import TextEncoder
+    from prior_rl.llm.encoder import TextEncoder
 
 __all__ = ["FEATURE_STYLES", "batch_candidate_features", "candidate_features", "candidate_texts", "feature_text"]
 

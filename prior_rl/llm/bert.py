@@ -3,7 +3,7 @@
 The network is the classic post-LayerNorm BERT (Devlin et al. 2019) as implemented by transformers' ``BertModel``:
 word + position + token-type embeddings, then ``num_hidden_layers`` blocks of
 ``x = LN(x + Attn(x)); x = LN(x + FFN(x))``. Only the last hidden state is computed: the Q-function features use
-either the [CLS] vector or a masked mean over it (see :mod:`prior_rl.encoder`), so the pooler head is not built.
+either the [CLS] vector or a masked mean over it (see :mod:`prior_rl.llm.encoder`), so the pooler head is not built.
 
 Parameter names follow Hugging Face closely so that :func:`convert_hf_state_dict` stays a readable table.
 Checkpoints are read from ``model.safetensors`` (or a sharded ``model.safetensors.index.json``); no hub access,

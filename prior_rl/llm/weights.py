@@ -10,7 +10,7 @@
   the file's metadata unless ``tokenizer=<dir>`` is given).
 
 Nothing is downloaded. Both formats go through one mapping from Hugging Face tensor names to the Flax tree of
-:mod:`prior_rl.llama`, which checks every shape.
+:mod:`prior_rl.llm.llama`, which checks every shape.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from prior_rl.llama import LlamaConfig, Params
-from prior_rl.tokenizer import Tokenizer, TokenizerError, load_tokenizer_dir, tokenizer_from_gguf_metadata
+from prior_rl.llm.llama import LlamaConfig, Params
+from prior_rl.llm.tokenizer import Tokenizer, TokenizerError, load_tokenizer_dir, tokenizer_from_gguf_metadata
 
 
 class WeightsError(ValueError):

@@ -127,6 +127,19 @@ def _template_arrays(template: PyTree) -> PyTree:
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(*_spec(x)), template)
 
 
+def read_metadata(directory: PathLike, step: Optional[int] = None) -> tuple[int, dict]:
+    """``(step, metadata)`` of checkpoint ``step`` (default: the latest) without reading its arrays, e.g. to size a
+    restore template from what the run had grown to. FileNotFoundError when there is none."""
+    step = latest(directory) if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint in {Path(directory)}")
+    meta_file = step_path(directory, step) / "meta" / "metadata"
+    try:
+        return step, json.loads(meta_file.read_text())["metadata"]
+    except (OSError, ValueError, KeyError) as e:
+        raise CorruptCheckpointError(f"checkpoint {step_path(directory, step)} is corrupt: {e}") from e
+
+
 def restore(directory: PathLike, template: PyTree, step: Optional[int] = None, *, fallback: bool = False) -> Restored:
     """Read checkpoint ``step`` (default: the latest) into the structure of ``template``.
 
@@ -234,6 +247,12 @@ class CheckpointManager:
     def _prune(self) -> None:
         for s in list_steps(self.directory)[: -self.keep]:
             shutil.rmtree(step_path(self.directory, s), ignore_errors=True)
+            for sidecar in self.directory.glob(step_path(self.directory, s).name + ".*"):
+                sidecar.unlink(missing_ok=True)  # files kept beside a checkpoint (e.g. its prior cache)
+
+    def sidecar(self, step: int, name: str) -> Path:
+        """A file kept beside checkpoint ``step`` and pruned with it: ``step_<N>.<name>``."""
+        return self.directory / f"{step_path(self.directory, step).name}.{name}"
 
     def latest(self) -> Optional[int]:
         return latest(self.directory)

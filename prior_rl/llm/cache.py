@@ -5,7 +5,7 @@ Scoring an LLM prior or encoding a string costs milliseconds to seconds on CPU, 
 
 * LLM priors: key ``prior_key(model_name, prompt, actions)`` = ``(model_name, prompt, tuple(actions))``, value e.g. a
   ``[k]`` float array of log-probs or a tuple of sampled action texts;
-* encoder features: key ``(encoder_id, text)``, value a ``[D]`` float32 array (see :mod:`prior_rl.encoder`).
+* encoder features: key ``(encoder_id, text)``, value a ``[D]`` float32 array (see :mod:`prior_rl.llm.encoder`).
 
 Keys and values are restricted to what can be stored without pickle: ``None``, ``bool``, ``int``, ``float``,
 ``str``, tuples/lists/str-or-int-keyed dicts of these, and (values only) numeric numpy arrays and numpy scalars.
@@ -29,7 +29,7 @@ import numpy as np
 
 __all__ = ["CacheFormatError", "PriorCache", "prior_key"]
 
-_FORMAT = "prior_rl.cache"
+_FORMAT = "prior_rl.llm.cache"
 _VERSION = 1
 _MANIFEST = "__manifest__"
 

@@ -1,0 +1,23 @@
+"""Environments for a run: one constructor for training copies and evaluation, with the run's step cap."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import envs
+
+
+def make_env(config: Any, **extra: Any) -> envs.TextEnv:
+    """``envs.make(config.env, max_steps=<the run's cap>, **config.env_options, **extra)``, with the history
+    wrapper when ``config.history``."""
+    options = {"max_steps": config.episode_cap, **dict(config.env_options), **extra}
+    env = envs.make(config.env, **options)
+    if config.history:
+        from envs.history import WithHistory
+
+        env = WithHistory(env, config.history)
+    return env
+
+
+def make_vector_env(config: Any) -> envs.VectorEnv:
+    return envs.VectorEnv(lambda: make_env(config), config.num_envs)
