@@ -6,16 +6,20 @@ import json
 import os
 import platform
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
-    info: dict[str, Any] = {"python": platform.python_version(), "cpu_count": os.cpu_count(),
-                            "processor": platform.processor() or platform.machine()}
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+    }
     try:
         import jax
 
@@ -29,6 +33,7 @@ def machine() -> dict[str, Any]:
 
 def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
     """Print ``rows`` as a Markdown table (so it can be pasted into RESULTS.md)."""
+
     def fmt(v: Any) -> str:
         if isinstance(v, float):
             return f"{v:,.3g}" if abs(v) < 100 else f"{v:,.0f}"

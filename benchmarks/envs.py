@@ -69,8 +69,15 @@ def main(argv: list[str] | None = None) -> dict:
         except ImportError as exc:  # an optional engine (ALFWorld) that is not installed
             skipped[name] = str(exc)
             print(f"skipped {name}: {exc}")
-    columns = ["env", "first reset ms", "reset ms", "random steps/s", "expert steps/s", "random success",
-               "expert success"]
+    columns = [
+        "env",
+        "first reset ms",
+        "reset ms",
+        "random steps/s",
+        "expert steps/s",
+        "random success",
+        "expert success",
+    ]
     print_table(rows, columns)
     payload = {"benchmark": "envs", "quick": args.quick, "machine": machine(), "rows": rows, "skipped": skipped}
     path = write_json("envs", payload, args.out)

@@ -36,8 +36,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -130,14 +131,17 @@ def jax_benches(algo: str, batches_np: dict, updates_per_call: int) -> tuple[Ben
     n_rows, capacity = 4096, 20000
     rng = np.random.default_rng(1)
     table = jnp.asarray(rng.normal(size=(n_rows, D)).astype(np.float32))
-    buffer = replay.from_items(replay.IndexedTransition(
-        jnp.asarray(rng.integers(0, n_rows, capacity), jnp.int32),
-        jnp.asarray(rng.integers(0, n_rows, (capacity, K)), jnp.int32),
-        jnp.asarray(rng.random((capacity, K)) < 0.9).at[:, 0].set(True),
-        jnp.asarray(rng.normal(size=capacity).astype(np.float32)),
-        jnp.asarray((rng.random(capacity) < 0.9).astype(np.float32)),
-        jnp.asarray(rng.integers(0, n_rows, (capacity, K)), jnp.int32),
-        jnp.ones((capacity, K), bool)))
+    buffer = replay.from_items(
+        replay.IndexedTransition(
+            jnp.asarray(rng.integers(0, n_rows, capacity), jnp.int32),
+            jnp.asarray(rng.integers(0, n_rows, (capacity, K)), jnp.int32),
+            jnp.asarray(rng.random((capacity, K)) < 0.9).at[:, 0].set(True),
+            jnp.asarray(rng.normal(size=capacity).astype(np.float32)),
+            jnp.asarray((rng.random(capacity) < 0.9).astype(np.float32)),
+            jnp.asarray(rng.integers(0, n_rows, (capacity, K)), jnp.int32),
+            jnp.ones((capacity, K), bool),
+        )
+    )
 
     @jax.jit
     def sample_and_update(state, buffer, table, key):  # buffer/table as arguments, not baked-in constants
@@ -320,7 +324,8 @@ def device_worker(ndev: int, seconds: float, updates_per_call: int) -> dict:
     update = parallel.make_sharded_update(agent, mesh)
     # one scanned call per dispatch, blocked every call (fake CPU devices deadlock otherwise, docs/llm-offline.md §8.4)
     batches = parallel.shard_batches(
-        Transition(**{k: jnp.asarray(v) for k, v in random_batches(updates_per_call).items()}), mesh)
+        Transition(**{k: jnp.asarray(v) for k, v in random_batches(updates_per_call).items()}), mesh
+    )
     holder = [parallel.replicate(state, mesh)]
     ref, _ = agent.update(state, jax.device_get(batches))
 
@@ -336,9 +341,17 @@ def device_worker(ndev: int, seconds: float, updates_per_call: int) -> dict:
     max_diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(check)))
     per_call, calls = timed(call, seconds)
     ups = updates_per_call / per_call
-    return {"devices": ndev, "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
-            "updates/s": ups, "updates/s per device": ups / ndev, "ms/update": 1e3 / ups,
-            "compile+first s": first_s, "max |sharded - single|": max_diff, "calls": calls}
+    return {
+        "devices": ndev,
+        "backend": jax.default_backend(),
+        "device_kind": jax.devices()[0].device_kind,
+        "updates/s": ups,
+        "updates/s per device": ups / ndev,
+        "ms/update": 1e3 / ups,
+        "compile+first s": first_s,
+        "max |sharded - single|": max_diff,
+        "calls": calls,
+    }
 
 
 def device_rows(devices: list[int], seconds: float, updates_per_call: int) -> list[dict]:
@@ -352,8 +365,17 @@ def device_rows(devices: list[int], seconds: float, updates_per_call: int) -> li
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         if forced:
             env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={ndev}").strip()
-        cmd = [sys.executable, "-m", "benchmarks.learner", "--worker-devices", str(ndev),
-               "--seconds", str(seconds), "--updates-per-call", str(updates_per_call)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks.learner",
+            "--worker-devices",
+            str(ndev),
+            "--seconds",
+            str(seconds),
+            "--updates-per-call",
+            str(updates_per_call),
+        ]
         proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
         if proc.returncode != 0:
             raise RuntimeError(f"device worker ({ndev} devices) failed:\n{proc.stderr[-3000:]}")
@@ -392,17 +414,27 @@ def main(argv: list[str] | None = None) -> dict:
         for t in torch_threads:
             tb, torch_loss = torch_bench(algo, batches_np, params, t)
             benches.update(tb)
-        parity[algo] = {"jax first loss": jax_loss, "torch first loss": torch_loss,
-                        "rel diff": abs(jax_loss - torch_loss) / max(abs(torch_loss), 1e-12)}
+        parity[algo] = {
+            "jax first loss": jax_loss,
+            "torch first loss": torch_loss,
+            "rel diff": abs(jax_loss - torch_loss) / max(abs(torch_loss), 1e-12),
+        }
         if parity[algo]["rel diff"] > 1e-4:
             raise RuntimeError(f"{algo}: JAX and PyTorch losses disagree on the same weights/batch: {parity[algo]}")
         rates = measure(benches, seconds, rounds)
         algo_rows = []
         for (framework, mode), r in rates.items():
             med = float(np.median(r))
-            row = {"framework": framework, "algo": algo, "mode": mode, "updates/s": med, "ms/update": 1e3 / med,
-                   "best updates/s": float(np.max(r)), "rounds": [round(x, 1) for x in r],
-                   **benches[(framework, mode)][2]}
+            row = {
+                "framework": framework,
+                "algo": algo,
+                "mode": mode,
+                "updates/s": med,
+                "ms/update": 1e3 / med,
+                "best updates/s": float(np.max(r)),
+                "rounds": [round(x, 1) for x in r],
+                **benches[(framework, mode)][2],
+            }
             if mode.startswith("scan") and "pre-made" in mode:
                 row["GFLOP/s"] = memory[algo]["step_flops"] * med / 1e9
             algo_rows.append(row)
@@ -418,39 +450,64 @@ def main(argv: list[str] | None = None) -> dict:
             # like for like: both sides draw each minibatch from a replay buffer inside the timed loop
             ref = max(ref_rows, key=lambda r: r["updates/s"])
             in_call = next(m for m in jax_by_mode if "replay sample in-call" in m)
-            reference_speedup[algo] = {"torch reference loop": ref["framework"], "torch updates/s": ref["updates/s"],
-                                       "jax mode": in_call, "jax updates/s": jax_by_mode[in_call],
-                                       "speed-up": jax_by_mode[in_call] / ref["updates/s"]}
+            reference_speedup[algo] = {
+                "torch reference loop": ref["framework"],
+                "torch updates/s": ref["updates/s"],
+                "jax mode": in_call,
+                "jax updates/s": jax_by_mode[in_call],
+                "speed-up": jax_by_mode[in_call] / ref["updates/s"],
+            }
 
-    print(f"\nUpdate steps (batch {B}, k {K}, D {D}, MLP 64-64-1, AdamW, clip 1.0); median of {rounds} "
-          "interleaved rounds")
-    print_table(rows, ["framework", "algo", "mode", "updates/s", "ms/update", "best updates/s", "GFLOP/s",
-                       "compile s"])
+    print(
+        f"\nUpdate steps (batch {B}, k {K}, D {D}, MLP 64-64-1, AdamW, clip 1.0); median of {rounds} interleaved rounds"
+    )
+    print_table(rows, ["framework", "algo", "mode", "updates/s", "ms/update", "best updates/s", "GFLOP/s", "compile s"])
     print("\nSpeed-up of JAX (median updates/s) over the fastest PyTorch thread setting")
     modes = [m for m in speedup["dqn-prior"] if m != "torch best"]
     print_table([{"algo": a, **s} for a, s in speedup.items()], ["algo", "torch best"] + modes)
     if reference_speedup:
-        print("\nSpeed-up over the reference's loop as written (HF datasets + DataLoader sampling each step), both "
-              "sides sampling from a replay buffer")
-        print_table([{"algo": a, **s} for a, s in reference_speedup.items()],
-                    ["algo", "torch reference loop", "torch updates/s", "jax mode", "jax updates/s", "speed-up"])
+        print(
+            "\nSpeed-up over the reference's loop as written (HF datasets + DataLoader sampling each step), both "
+            "sides sampling from a replay buffer"
+        )
+        print_table(
+            [{"algo": a, **s} for a, s in reference_speedup.items()],
+            ["algo", "torch reference loop", "torch updates/s", "jax mode", "jax updates/s", "speed-up"],
+        )
     else:
         print("\n(no reference-loop row: `pip install datasets` to time the reference's HF datasets sampling)")
     print("\nXLA cost and memory analysis of the compiled step (FLOPs, bytes)")
-    mem_cols = ["step_flops", "step_temp_bytes", "step_argument_bytes", "scan_temp_bytes", "scan_argument_bytes",
-                "params_bytes"]
+    mem_cols = [
+        "step_flops",
+        "step_temp_bytes",
+        "step_argument_bytes",
+        "scan_temp_bytes",
+        "scan_argument_bytes",
+        "params_bytes",
+    ]
     print_table([{"algo": a, **m} for a, m in memory.items()], ["algo"] + mem_cols)
     drows = device_rows(devices, max(seconds / 2, 1.0), upc) if devices else []
     if drows:
         print("\nData-parallel DQN-Prior update (shard_map + pmean(loss))")
-        print_table(drows, ["devices", "backend", "updates/s", "updates/s per device", "max |sharded - single|",
-                            "note"])
-    payload = {"benchmark": "learner", "quick": args.quick, "machine": machine(),
-               "shapes": {"batch": B, "k": K, "feat_dim": D, "mlp": [64, 64, 1]},
-               "updates_per_call": upc, "seconds_per_bench": seconds, "rounds": rounds,
-               "command": "python -m benchmarks.learner" + (" --quick" if args.quick else ""),
-               "rows": rows, "speedup": speedup, "speedup_vs_reference_loop": reference_speedup,
-               "loss_parity": parity, "memory": memory, "devices": drows}
+        print_table(
+            drows, ["devices", "backend", "updates/s", "updates/s per device", "max |sharded - single|", "note"]
+        )
+    payload = {
+        "benchmark": "learner",
+        "quick": args.quick,
+        "machine": machine(),
+        "shapes": {"batch": B, "k": K, "feat_dim": D, "mlp": [64, 64, 1]},
+        "updates_per_call": upc,
+        "seconds_per_bench": seconds,
+        "rounds": rounds,
+        "command": "python -m benchmarks.learner" + (" --quick" if args.quick else ""),
+        "rows": rows,
+        "speedup": speedup,
+        "speedup_vs_reference_loop": reference_speedup,
+        "loss_parity": parity,
+        "memory": memory,
+        "devices": drows,
+    }
     path = write_json("learner", payload, args.out)
     print(f"wrote {path}")
     return payload

@@ -17,7 +17,8 @@ import os
 import statistics
 import time
 from collections import deque
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -26,8 +27,23 @@ import numpy as np
 from benchmarks.common import machine, print_table, write_json
 from envs.base import TextObservation
 
-ALF_OBJECTS = ["armchair 1", "bed 1", "desk 1", "desk 2", "drawer 1", "drawer 2", "drawer 3", "dresser 1",
-               "garbagecan 1", "laundryhamper 1", "shelf 1", "shelf 2", "sidetable 1", "sidetable 2", "safe 1"]
+ALF_OBJECTS = [
+    "armchair 1",
+    "bed 1",
+    "desk 1",
+    "desk 2",
+    "drawer 1",
+    "drawer 2",
+    "drawer 3",
+    "dresser 1",
+    "garbagecan 1",
+    "laundryhamper 1",
+    "shelf 1",
+    "shelf 2",
+    "sidetable 1",
+    "sidetable 2",
+    "safe 1",
+]
 
 
 def overcooked_set() -> tuple[str, list[str]]:
@@ -41,13 +57,27 @@ def overcooked_set() -> tuple[str, list[str]]:
 
 def alfworld_set() -> tuple[str, list[str]]:
     """ALFWorld-size: a Pick & Place-style observation (~150 tokens) with 25 admissible actions."""
-    actions = [f"go to {o}" for o in ALF_OBJECTS] + [f"open drawer {i}" for i in (1, 2, 3)] + [
-        "examine desk 1", "inventory", "look", "take cellphone 1 from desk 1", "take pen 2 from desk 1",
-        "take book 1 from desk 1", "take keychain 3 from desk 1"]
-    state = ("You arrive at desk 1. On the desk 1, you see a book 1, a cellphone 1, a keychain 3, a pen 2, and a "
-             "pencil 1. Looking quickly around you, you also see " + ", ".join(f"a {o}" for o in ALF_OBJECTS[:12]))
-    prompt = (f"Task: Your task is to: put some cellphone on armchair.\nCurrent observation:{state}\n"
-              "Please select an action from the admissible actions. \n Action:")
+    actions = (
+        [f"go to {o}" for o in ALF_OBJECTS]
+        + [f"open drawer {i}" for i in (1, 2, 3)]
+        + [
+            "examine desk 1",
+            "inventory",
+            "look",
+            "take cellphone 1 from desk 1",
+            "take pen 2 from desk 1",
+            "take book 1 from desk 1",
+            "take keychain 3 from desk 1",
+        ]
+    )
+    state = (
+        "You arrive at desk 1. On the desk 1, you see a book 1, a cellphone 1, a keychain 3, a pen 2, and a "
+        "pencil 1. Looking quickly around you, you also see " + ", ".join(f"a {o}" for o in ALF_OBJECTS[:12])
+    )
+    prompt = (
+        f"Task: Your task is to: put some cellphone on armchair.\nCurrent observation:{state}\n"
+        "Please select an action from the admissible actions. \n Action:"
+    )
     return prompt, actions[:25]
 
 
@@ -119,8 +149,8 @@ def torch_scores(model, tok, prompt: str, actions: Sequence[str]) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------------
 def throughput(quick: bool, with_torch: bool) -> dict[str, Any]:
     from prior_rl.llm.padding import bucket_length, pad_sequences
-    from prior_rl.prior import ActionPrior, sample_actions, sequence_logprobs
     from prior_rl.llm.weights import MODELS, load_llm
+    from prior_rl.prior import ActionPrior, sample_actions, sequence_logprobs
 
     reps = 3 if quick else 5
     t0 = time.perf_counter()
@@ -147,15 +177,27 @@ def throughput(quick: bool, with_torch: bool) -> dict[str, Any]:
             fn = lambda: prior.score([prompt] * B, [[" " + a for a in actions]] * B)
             first, t_ours = timed(fn, reps)
             ours = fn()[0]
-            row = {"set": set_name, "envs": B, "actions": len(actions), "prompt tokens": n_prompt,
-                   "action tokens (mean)": round(n_act, 1), "ours compile+first s": round(first, 2),
-                   "ours s/call": t_ours, "ours cand/s": B * len(actions) / t_ours}
+            row = {
+                "set": set_name,
+                "envs": B,
+                "actions": len(actions),
+                "prompt tokens": n_prompt,
+                "action tokens (mean)": round(n_act, 1),
+                "ours compile+first s": round(first, 2),
+                "ours s/call": t_ours,
+                "ours cand/s": B * len(actions) / t_ours,
+            }
             if model is not None:
                 # torch scores env by env: B separate batched forwards of len(actions) sequences
-                row.update({"torch s/call": t_torch * B, "torch cand/s": len(actions) / t_torch,
-                            "torch threads": torch_threads,
-                            "speedup": (B * len(actions) / t_ours) / (len(actions) / t_torch),
-                            "max |Δ score|": float(np.abs(ours - ref_scores).max())})
+                row.update(
+                    {
+                        "torch s/call": t_torch * B,
+                        "torch cand/s": len(actions) / t_torch,
+                        "torch threads": torch_threads,
+                        "speedup": (B * len(actions) / t_ours) / (len(actions) / t_torch),
+                        "max |Δ score|": float(np.abs(ours - ref_scores).max()),
+                    }
+                )
             rows.append(row)
         if not quick:  # our no-cache path: every candidate re-encodes the prompt (isolates the prefix cache)
             seqs = [tok.encode(prompt + " " + a) for a in actions]
@@ -165,9 +207,19 @@ def throughput(quick: bool, with_torch: bool) -> dict[str, Any]:
             tm[:, :n_prompt] = False
             fn = lambda: sequence_logprobs(llm.params, st, sm, tm, config=llm.config)
             first, t_nc = timed(fn, reps)
-            rows.append({"set": set_name, "envs": 1, "actions": len(actions), "prompt tokens": n_prompt,
-                         "action tokens (mean)": round(n_act, 1), "ours compile+first s": round(first, 2),
-                         "ours s/call": t_nc, "ours cand/s": len(actions) / t_nc, "note": "ours, no KV cache"})
+            rows.append(
+                {
+                    "set": set_name,
+                    "envs": 1,
+                    "actions": len(actions),
+                    "prompt tokens": n_prompt,
+                    "action tokens (mean)": round(n_act, 1),
+                    "ours compile+first s": round(first, 2),
+                    "ours s/call": t_nc,
+                    "ours cand/s": len(actions) / t_nc,
+                    "note": "ours, no KV cache",
+                }
+            )
 
     # Generation: k samples of G tokens per prompt, no stop tokens so every branch makes exactly G tokens.
     prompt, _ = overcooked_set()
@@ -175,11 +227,18 @@ def throughput(quick: bool, with_torch: bool) -> dict[str, Any]:
     pt, pm = pad_sequences([ids], bucket_length(len(ids)), tok.pad_id)
     no_stop = jnp.zeros(llm.config.vocab_size, bool)
     for k, G in ((5, 10),) if quick else ((5, 10), (15, 20)):
-        fn = lambda: sample_actions(llm.params, jax.random.key(0), pt, pm, no_stop, config=llm.config, k=k,
-                                    max_new_tokens=G, temperature=1.0)
+        fn = lambda: sample_actions(
+            llm.params, jax.random.key(0), pt, pm, no_stop, config=llm.config, k=k, max_new_tokens=G, temperature=1.0
+        )
         first, t = timed(fn, reps)
-        row = {"k": k, "new tokens": G, "prompt tokens": len(ids), "ours compile+first s": round(first, 2),
-               "ours s/call": t, "ours tokens/s": k * G / t}
+        row = {
+            "k": k,
+            "new tokens": G,
+            "prompt tokens": len(ids),
+            "ours compile+first s": round(first, 2),
+            "ours s/call": t,
+            "ours tokens/s": k * G / t,
+        }
         if model is not None:
             import torch
 
@@ -187,16 +246,24 @@ def throughput(quick: bool, with_torch: bool) -> dict[str, Any]:
 
             def gen():
                 with torch.inference_mode():
-                    return model.generate(x, attention_mask=torch.ones_like(x), do_sample=True, top_p=1.0,
-                                          top_k=0, num_return_sequences=k, max_new_tokens=G, min_new_tokens=G,
-                                          pad_token_id=tok.pad_id)
+                    return model.generate(
+                        x,
+                        attention_mask=torch.ones_like(x),
+                        do_sample=True,
+                        top_p=1.0,
+                        top_k=0,
+                        num_return_sequences=k,
+                        max_new_tokens=G,
+                        min_new_tokens=G,
+                        pad_token_id=tok.pad_id,
+                    )
 
             t_t, threads = timed_torch(gen, reps)
-            row.update({"torch s/call": t_t, "torch tokens/s": k * G / t_t, "speedup": t_t / t,
-                        "torch threads": threads})
+            row.update(
+                {"torch s/call": t_t, "torch tokens/s": k * G / t_t, "speedup": t_t / t, "torch threads": threads}
+            )
         gen_rows.append(row)
-    return {"scoring": rows, "generation": gen_rows, "load_s": {"ours": load_ours, "torch": load_torch},
-            "reps": reps}
+    return {"scoring": rows, "generation": gen_rows, "load_s": {"ours": load_ours, "torch": load_torch}, "reps": reps}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -221,9 +288,9 @@ def tomato_salad_states() -> list[tuple[TextObservation, int]]:
 
 
 def expert_table() -> dict[str, Any]:
+    from prior_rl.llm.weights import load_llm
     from prior_rl.prior import ActionPrior
     from prior_rl.prior.prompts import PromptBuilder
-    from prior_rl.llm.weights import load_llm
 
     llm = load_llm("smollm2")
     states = tomato_salad_states()
@@ -239,8 +306,11 @@ def expert_table() -> dict[str, Any]:
     probs = {name: [np.exp(lp) for lp in prior.logprobs(observations)] for name, prior in variants.items()}
     rows = []
     for i, (o, e) in enumerate(states):
-        row = {"#": i, "state": o.state.replace("There is a fixed cutting board in the room. ", "")[:90],
-               "expert": o.actions[e]}
+        row = {
+            "#": i,
+            "state": o.state.replace("There is a fixed cutting board in the room. ", "")[:90],
+            "expert": o.actions[e],
+        }
         for name in variants:
             p = probs[name][i]
             row[name] = float(p[e])
@@ -250,9 +320,15 @@ def expert_table() -> dict[str, Any]:
     for name in variants:
         pe = np.array([r[name] for r in rows])
         ranks = np.array([r[name + " rank"] for r in rows])
-        summary.append({"variant": name, "mean p(expert)": float(pe.mean()), "top-1": float((ranks == 1).mean()),
-                        "p(expert in 5 samples)": float(np.mean(1 - (1 - pe) ** 5)),
-                        "uniform p": float(np.mean([1 / len(o.actions) for o, _ in states]))})
+        summary.append(
+            {
+                "variant": name,
+                "mean p(expert)": float(pe.mean()),
+                "top-1": float((ranks == 1).mean()),
+                "p(expert in 5 samples)": float(np.mean(1 - (1 - pe) ** 5)),
+                "uniform p": float(np.mean([1 / len(o.actions) for o, _ in states])),
+            }
+        )
     return {"states": rows, "summary": summary, "n_states": len(rows)}
 
 
@@ -260,30 +336,75 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer repetitions, one env per call")
     ap.add_argument("--no-torch", action="store_true", help="skip the transformers + torch reference")
-    ap.add_argument("--expert-table", action="store_true",
-                    help="only the Overcooked Tomato Salad table of p(expert action) per state")
+    ap.add_argument(
+        "--expert-table",
+        action="store_true",
+        help="only the Overcooked Tomato Salad table of p(expert action) per state",
+    )
     args = ap.parse_args(argv)
     info = {"machine": machine(), "load_avg_start": os.getloadavg()}
     if args.expert_table:
         result = expert_table()
-        cols = ["#", "state", "expert", "env/mean", "env/mean rank", "paper/mean", "paper/mean rank",
-                "chat/mean", "chat/mean rank", "env/sum", "paper/sum", "chat/sum"]
+        cols = [
+            "#",
+            "state",
+            "expert",
+            "env/mean",
+            "env/mean rank",
+            "paper/mean",
+            "paper/mean rank",
+            "chat/mean",
+            "chat/mean rank",
+            "env/sum",
+            "paper/sum",
+            "chat/sum",
+        ]
         print_table(result["states"], cols)
         print()
         print_table(result["summary"], ["variant", "mean p(expert)", "top-1", "p(expert in 5 samples)", "uniform p"])
-        path = write_json("prior_expert_table", {**info, **result, "command": "python -m benchmarks.prior "
-                                                                              "--expert-table"})
+        path = write_json(
+            "prior_expert_table", {**info, **result, "command": "python -m benchmarks.prior --expert-table"}
+        )
     else:
         result = throughput(args.quick, not args.no_torch)
-        print_table(result["scoring"], ["set", "envs", "actions", "prompt tokens", "action tokens (mean)",
-                                        "ours cand/s", "torch cand/s", "speedup", "ours s/call", "torch s/call",
-                                        "torch threads", "ours compile+first s", "max |Δ score|", "note"])
+        print_table(
+            result["scoring"],
+            [
+                "set",
+                "envs",
+                "actions",
+                "prompt tokens",
+                "action tokens (mean)",
+                "ours cand/s",
+                "torch cand/s",
+                "speedup",
+                "ours s/call",
+                "torch s/call",
+                "torch threads",
+                "ours compile+first s",
+                "max |Δ score|",
+                "note",
+            ],
+        )
         print()
-        print_table(result["generation"], ["k", "new tokens", "prompt tokens", "ours tokens/s", "torch tokens/s",
-                                           "speedup", "ours s/call", "torch s/call", "torch threads",
-                                           "ours compile+first s"])
-        cmd = "python -m benchmarks.prior" + (" --quick" if args.quick else "") + (" --no-torch" if args.no_torch
-                                                                                  else "")
+        print_table(
+            result["generation"],
+            [
+                "k",
+                "new tokens",
+                "prompt tokens",
+                "ours tokens/s",
+                "torch tokens/s",
+                "speedup",
+                "ours s/call",
+                "torch s/call",
+                "torch threads",
+                "ours compile+first s",
+            ],
+        )
+        cmd = (
+            "python -m benchmarks.prior" + (" --quick" if args.quick else "") + (" --no-torch" if args.no_torch else "")
+        )
         path = write_json("prior", {**info, **result, "command": cmd, "load_avg_end": os.getloadavg()})
     print(f"\nwrote {path}")
 

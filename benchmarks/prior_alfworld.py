@@ -51,25 +51,54 @@ def main(argv: list[str] | None = None) -> dict:
             if terminated or truncated:
                 break
         p = np.array(probs)
-        rows.append({"task": env.observation.task, "steps": len(p), "mean p(expert)": float(p.mean()),
-                     "min p(expert)": float(p.min()), "expert first": float(np.mean(firsts)),
-                     f"P(expert in {args.k})": float(np.mean(1 - (1 - p) ** args.k)),
-                     "uniform p": float(np.mean(uniform)), "success": bool(info["success"])})
+        rows.append(
+            {
+                "task": env.observation.task,
+                "steps": len(p),
+                "mean p(expert)": float(p.mean()),
+                "min p(expert)": float(p.min()),
+                "expert first": float(np.mean(firsts)),
+                f"P(expert in {args.k})": float(np.mean(1 - (1 - p) ** args.k)),
+                "uniform p": float(np.mean(uniform)),
+                "success": bool(info["success"]),
+            }
+        )
         all_p += probs
         all_uniform += uniform
     p = np.array(all_p)
-    summary = {"task": f"ALL ({n} tasks, {len(p)} states)", "steps": len(p), "mean p(expert)": float(p.mean()),
-               "min p(expert)": float(p.min()), "expert first": float(np.mean([r["expert first"] for r in rows])),
-               f"P(expert in {args.k})": float(np.mean(1 - (1 - p) ** args.k)),
-               "uniform p": float(np.mean(all_uniform)), "success": all(r["success"] for r in rows)}
-    columns = ["task", "steps", "mean p(expert)", "min p(expert)", "expert first", f"P(expert in {args.k})",
-               "uniform p"]
+    summary = {
+        "task": f"ALL ({n} tasks, {len(p)} states)",
+        "steps": len(p),
+        "mean p(expert)": float(p.mean()),
+        "min p(expert)": float(p.min()),
+        "expert first": float(np.mean([r["expert first"] for r in rows])),
+        f"P(expert in {args.k})": float(np.mean(1 - (1 - p) ** args.k)),
+        "uniform p": float(np.mean(all_uniform)),
+        "success": all(r["success"] for r in rows),
+    }
+    columns = [
+        "task",
+        "steps",
+        "mean p(expert)",
+        "min p(expert)",
+        "expert first",
+        f"P(expert in {args.k})",
+        "uniform p",
+    ]
     print_table(rows + [summary], columns)
     wall = time.perf_counter() - t0
     print(f"{len(p)} states scored in {wall:.0f} s ({prior.cache.misses} LLM calls)")
-    payload = {"benchmark": "prior_alfworld", "split": args.split, "prompt": args.prompt,
-               "normalize": not args.sum_logprobs, "k": args.k, "rows": rows, "summary": summary,
-               "wall_s": wall, "machine": machine()}
+    payload = {
+        "benchmark": "prior_alfworld",
+        "split": args.split,
+        "prompt": args.prompt,
+        "normalize": not args.sum_logprobs,
+        "k": args.k,
+        "rows": rows,
+        "summary": summary,
+        "wall_s": wall,
+        "machine": machine(),
+    }
     write_json(f"prior_alfworld_{args.split}", payload)
     return payload
 

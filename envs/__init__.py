@@ -15,5 +15,12 @@ from envs.vector import VectorEnv, VectorStep  # noqa: E402
 register_gym_ids()
 
 __all__ = [
-    "EpisodeFinishedError", "TextEnv", "TextObservation", "VectorEnv", "VectorStep", "make", "names", "register",
+    "EpisodeFinishedError",
+    "TextEnv",
+    "TextObservation",
+    "VectorEnv",
+    "VectorStep",
+    "make",
+    "names",
+    "register",
 ]

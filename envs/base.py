@@ -174,11 +174,7 @@ class TextEnv(abc.ABC):
         index = self.action_index(action)
         obs, reward, terminated, truncated, info = self._step(index)
         self._episode_steps += 1
-        if (
-            not terminated
-            and self.max_steps is not None
-            and self._episode_steps >= self.max_steps
-        ):
+        if not terminated and self.max_steps is not None and self._episode_steps >= self.max_steps:
             truncated = True
         info.setdefault("success", False)
         info["episode_steps"] = self._episode_steps
@@ -189,5 +185,5 @@ class TextEnv(abc.ABC):
         """Index of the expert's (shortest-plan) next action in the current state."""
         raise NotImplementedError(f"{self.name} has no expert")
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (a default, not an abstract hook: most envs hold no resources)
         """Release engine resources (a no-op for pure-Python environments)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -31,5 +31,4 @@ def play_episodes(
         successes.append(info["success"])
         returns.append(total)
         lengths.append(steps)
-    return {"success": float(np.mean(successes)), "return": float(np.mean(returns)),
-            "length": float(np.mean(lengths))}
+    return {"success": float(np.mean(successes)), "return": float(np.mean(returns)), "length": float(np.mean(lengths))}

@@ -79,12 +79,15 @@ class FrozenLake(TextEnv):
     def _observation(self) -> TextObservation:
         state = self.describe(self._position)
         prompt = (
-            f"You are playing Frozen Lake. {self.task} {state} "
-            f"Choose one action from: {', '.join(ACTIONS)}. Action:"
+            f"You are playing Frozen Lake. {self.task} {state} Choose one action from: {', '.join(ACTIONS)}. Action:"
         )
         return TextObservation(
-            prompt=prompt, actions=ACTIONS, task=self.task, state=state,
-            family="frozen-lake", extra={"position": self._position},
+            prompt=prompt,
+            actions=ACTIONS,
+            task=self.task,
+            state=state,
+            family="frozen-lake",
+            extra={"position": self._position},
         )
 
     # -- protocol ------------------------------------------------------------------------------------------
@@ -98,9 +101,17 @@ class FrozenLake(TextEnv):
         self._position = int(position)
         row, col = divmod(self._position, self.ncol)
         success = self.desc[row][col] == "G"
-        return self._observation(), float(reward), bool(terminated), False, {
-            "position": self._position, "success": success, "hole": self.desc[row][col] == "H",
-        }
+        return (
+            self._observation(),
+            float(reward),
+            bool(terminated),
+            False,
+            {
+                "position": self._position,
+                "success": success,
+                "hole": self.desc[row][col] == "H",
+            },
+        )
 
     # -- expert --------------------------------------------------------------------------------------------
     def _distances_to_goal(self) -> np.ndarray:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import importlib
-import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from envs.base import TextEnv
 
 # name -> "module:callable"; factories are imported lazily so that a heavy engine (ALFWorld) costs nothing
 # unless its environment is made.
 _REGISTRY: dict[str, str | Callable[..., TextEnv]] = {}
+
 
 # Old per-env names of the step cap, still accepted (with a DeprecationWarning) while callers move to ``max_steps``.
 def register(name: str, factory: str | Callable[..., TextEnv]) -> None:

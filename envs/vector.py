@@ -8,8 +8,9 @@ observation of the finished episode is kept in ``final_observations`` (as gymnas
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -21,8 +21,9 @@ import argparse
 import dataclasses
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -30,11 +31,16 @@ from experiments import common
 from prior_rl.run import ModelStore, TrainConfig, evaluate, make_policy, train
 
 RESULTS = Path(__file__).resolve().parent / "results" / "alfworld"
-DEFAULT_PRIOR_CACHE = Path(os.environ.get("PRIOR_RL_CACHE", Path.home() / ".cache" / "prior_rl")) / \
-    "alfworld_prior_cache.npz"
+DEFAULT_PRIOR_CACHE = (
+    Path(os.environ.get("PRIOR_RL_CACHE", Path.home() / ".cache" / "prior_rl")) / "alfworld_prior_cache.npz"
+)
 METHODS = ("dqn-prior", "dqn", "llm", "llm-sampled")
-LABELS = {"dqn-prior": "DQN-Prior, SmolLM2 prior", "dqn": "DQN (all commands)", "llm": "LLM (greedy)",
-          "llm-sampled": "LLM (sampled)"}
+LABELS = {
+    "dqn-prior": "DQN-Prior, SmolLM2 prior",
+    "dqn": "DQN (all commands)",
+    "llm": "LLM (greedy)",
+    "llm-sampled": "LLM (sampled)",
+}
 
 
 def split_sizes() -> dict[str, int]:
@@ -49,10 +55,20 @@ def split_sizes() -> dict[str, int]:
     return sizes
 
 
-def run(seeds: list[int], out: Path, env_steps: int, cap: int, k_sweep: list[int], evals: int = 4,
-        eval_episodes: Optional[int] = None, methods: tuple[str, ...] = METHODS,
-        prior_cache: Optional[Path] = None, synthetic: tuple[float, ...] = (),
-        synthetic_seeds: Optional[list[int]] = None, store: Optional[ModelStore] = None) -> list[dict]:
+def run(
+    seeds: list[int],
+    out: Path,
+    env_steps: int,
+    cap: int,
+    k_sweep: list[int],
+    evals: int = 4,
+    eval_episodes: Optional[int] = None,
+    methods: tuple[str, ...] = METHODS,
+    prior_cache: Optional[Path] = None,
+    synthetic: tuple[float, ...] = (),
+    synthetic_seeds: Optional[list[int]] = None,
+    store: Optional[ModelStore] = None,
+) -> list[dict]:
     """Train and evaluate every method; ``eval_episodes`` None = every game of the split once. ``synthetic``: also
     DQN-Prior and the sampled prior policy with the expert-mixture prior (``prior_rl.prior.synthetic``) at each of these
     p(expert), over ``synthetic_seeds`` (default ``seeds``; these runs make no LLM calls, so they afford more).
@@ -63,29 +79,50 @@ def run(seeds: list[int], out: Path, env_steps: int, cap: int, k_sweep: list[int
     episodes = {s: eval_episodes or n for s, n in sizes.items()}
     rows: list[dict] = []
     curves: list[dict] = []
-    base = dict(env="alfworld-pick", num_envs=2, eval_episodes=episodes["train"], max_episode_steps=cap,
-                max_candidates=64, learning_starts=20, train_every=10, updates_per_train=8,
-                **common.quiet_train_kwargs())
+    base = dict(
+        env="alfworld-pick",
+        num_envs=2,
+        eval_episodes=episodes["train"],
+        max_episode_steps=cap,
+        max_candidates=64,
+        learning_starts=20,
+        train_every=10,
+        updates_per_train=8,
+        **common.quiet_train_kwargs(),
+    )
     # the SmolLM2 prior every run gets from the store: its prompt cache is the one kept on disk
     cache = PersistentPriorCache(store.run_prior(TrainConfig(algo="llm", **base)), prior_cache)
     plan = [(algo, "smollm2", seeds) for algo in methods]
-    plan += [(algo, f"expert-mix:{p:g}", synthetic_seeds or seeds) for p in synthetic
-             for algo in ("dqn-prior", "llm-sampled")]
+    plan += [
+        (algo, f"expert-mix:{p:g}", synthetic_seeds or seeds)
+        for p in synthetic
+        for algo in ("dqn-prior", "llm-sampled")
+    ]
     for method, llm, method_seeds in plan:
         algo = "llm" if method.startswith("llm") else method
         for seed in method_seeds:
-            config = TrainConfig(algo=algo, seed=seed, env_steps=env_steps, eval_every=max(env_steps // evals, 1),
-                                 llm=llm, **base)
+            config = TrainConfig(
+                algo=algo, seed=seed, env_steps=env_steps, eval_every=max(env_steps // evals, 1), llm=llm, **base
+            )
             prior = llm if algo != "dqn" else ""
             row = dict(method=method, prior=prior, seed=seed, env_steps=env_steps if algo != "llm" else 0, cap=cap)
             t0 = time.perf_counter()
             calls0 = cache.misses()
             if algo == "llm":  # the prior as a policy does not learn: it is only evaluated
-                policy = make_policy("llm", config, prior=store.run_prior(config),
-                                     sample=method == "llm-sampled").bind(None)
+                policy = make_policy("llm", config, prior=store.run_prior(config), sample=method == "llm-sampled").bind(
+                    None
+                )
                 final = evaluate(config, policy, episodes["train"], seed=10_000 + seed * 1000)
-                rows.append({**row, "split": "train", "k": "", **_eval_cols(final),
-                             "llm_calls": cache.misses() - calls0, "wall_s": round(time.perf_counter() - t0, 1)})
+                rows.append(
+                    {
+                        **row,
+                        "split": "train",
+                        "k": "",
+                        **_eval_cols(final),
+                        "llm_calls": cache.misses() - calls0,
+                        "wall_s": round(time.perf_counter() - t0, 1),
+                    }
+                )
             else:
                 result = train(config, store=store)
                 policy = result.act
@@ -93,10 +130,18 @@ def run(seeds: list[int], out: Path, env_steps: int, cap: int, k_sweep: list[int
                 # train_success is the success rate of the last 20 training episodes at each log row (every 100
                 # samples, ~7 episodes): its maximum is 0 exactly when no training episode succeeded
                 train_success = [h["train_success"] for h in result.history if "train_success" in h]
-                rows.append({**row, "split": "train", "k": _k(algo, config.k), **_eval_cols(result.final_eval),
-                             "train_episodes": result.history[-1].get("episodes", 0),
-                             "train_success_max": max(train_success, default=0.0),
-                             "llm_calls": cache.misses() - calls0, "wall_s": round(time.perf_counter() - t0, 1)})
+                rows.append(
+                    {
+                        **row,
+                        "split": "train",
+                        "k": _k(algo, config.k),
+                        **_eval_cols(result.final_eval),
+                        "train_episodes": result.history[-1].get("episodes", 0),
+                        "train_success_max": max(train_success, default=0.0),
+                        "llm_calls": cache.misses() - calls0,
+                        "wall_s": round(time.perf_counter() - t0, 1),
+                    }
+                )
             cache.save()
             unseen = dataclasses.replace(config, env_options=(("split", "unseen"),), eval_episodes=episodes["unseen"])
             sweep = k_sweep if algo == "dqn-prior" else [None]
@@ -104,16 +149,34 @@ def run(seeds: list[int], out: Path, env_steps: int, cap: int, k_sweep: list[int
                 t0 = time.perf_counter()
                 calls0 = cache.misses()
                 act = policy if k is None or k == config.k else _with_k(result, k)
-                ev = evaluate(unseen if k is None else dataclasses.replace(unseen, k=k), act,
-                              episodes["unseen"], seed=30_000 + seed)
-                rows.append({**row, "split": "unseen", "k": _k(algo, k), **_eval_cols(ev),
-                             "llm_calls": cache.misses() - calls0, "wall_s": round(time.perf_counter() - t0, 1)})
+                ev = evaluate(
+                    unseen if k is None else dataclasses.replace(unseen, k=k),
+                    act,
+                    episodes["unseen"],
+                    seed=30_000 + seed,
+                )
+                rows.append(
+                    {
+                        **row,
+                        "split": "unseen",
+                        "k": _k(algo, k),
+                        **_eval_cols(ev),
+                        "llm_calls": cache.misses() - calls0,
+                        "wall_s": round(time.perf_counter() - t0, 1),
+                    }
+                )
                 cache.save()
             common.write_csv(out / "results.csv", rows)
             common.write_csv(out / "curves.csv", curves)
-            print(f"[alfworld] {method} {prior} seed {seed} done: " + ", ".join(
-                f"{r['split']} k={r['k'] or '-'} {r['success']:.3f}" for r in rows if r["method"] == method
-                and r["prior"] == prior and r["seed"] == seed), flush=True)
+            print(
+                f"[alfworld] {method} {prior} seed {seed} done: "
+                + ", ".join(
+                    f"{r['split']} k={r['k'] or '-'} {r['success']:.3f}"
+                    for r in rows
+                    if r["method"] == method and r["prior"] == prior and r["seed"] == seed
+                ),
+                flush=True,
+            )
     plot(rows, curves, out / "alfworld.png", episodes)
     return rows
 
@@ -170,8 +233,14 @@ def _with_k(result, k: int) -> Callable:
     """The trained Q acting (greedily) over k prior candidates instead of the k it was trained with: the run's
     agent, featurizer and prior (the store's, so its cache is the persistent one) with a k-candidate source."""
     policy = result.policy
-    return make_policy("q", dataclasses.replace(result.config, k=k), policy.agent, policy.prior, policy.featurizer,
-                       prior_candidates=True).bind(result.agent_state)
+    return make_policy(
+        "q",
+        dataclasses.replace(result.config, k=k),
+        policy.agent,
+        policy.prior,
+        policy.featurizer,
+        prior_candidates=True,
+    ).bind(result.agent_state)
 
 
 def _label(method: str, prior: str) -> str:
@@ -184,14 +253,22 @@ def plot(rows: list[dict], curves: list[dict], path: Path, episodes: dict[str, i
     """Panel 1: training-task success vs env samples (mean ± std over seeds; the LLM as a line).
     Panel 2: unseen-task success vs k for each DQN-Prior prior, with DQN and the LLM as lines."""
     learning = common.mean_std(curves, ["method", "prior"], "env_steps", "eval_success")
-    panel1 = {"curves": {_label(m, pr): [p[:3] for p in pts] for (m, pr), pts in learning.items()},
-              "hlines": {}, "xlabel": "environment samples",
-              "ylabel": f"success, {episodes['train']} training tasks", "title": "learning (claim 1)"}
+    panel1 = {
+        "curves": {_label(m, pr): [p[:3] for p in pts] for (m, pr), pts in learning.items()},
+        "hlines": {},
+        "xlabel": "environment samples",
+        "ylabel": f"success, {episodes['train']} training tasks",
+        "title": "learning (claim 1)",
+    }
     unseen = [r for r in rows if r["split"] == "unseen"]
     by_k = common.mean_std([r for r in unseen if r["method"] == "dqn-prior"], ["method", "prior"], "k", "success")
-    panel2 = {"curves": {_label(m, pr): [p[:3] for p in pts] for (m, pr), pts in by_k.items()},
-              "hlines": {}, "xlabel": "k (prior candidates at test time; trained with k=5)",
-              "ylabel": f"success, {episodes['unseen']} unseen tasks", "title": "generalisation (claim 3)"}
+    panel2 = {
+        "curves": {_label(m, pr): [p[:3] for p in pts] for (m, pr), pts in by_k.items()},
+        "hlines": {},
+        "xlabel": "k (prior candidates at test time; trained with k=5)",
+        "ylabel": f"success, {episodes['unseen']} unseen tasks",
+        "title": "generalisation (claim 3)",
+    }
     train_rows = [r for r in rows if r["split"] == "train"]
     for m in ("llm", "llm-sampled", "dqn"):
         for panel, pool in ((panel1, train_rows), (panel2, unseen)):
@@ -212,41 +289,80 @@ def main(argv: list[str] | None = None, store: Optional[ModelStore] = None) -> l
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seeds", type=int, nargs="*", default=None)
     parser.add_argument("--env-steps", type=int, default=None)
-    parser.add_argument("--eval-episodes", type=int, default=None,
-                        help="episodes per evaluation (default: every game of the split once)")
+    parser.add_argument(
+        "--eval-episodes",
+        type=int,
+        default=None,
+        help="episodes per evaluation (default: every game of the split once)",
+    )
     parser.add_argument("--evals", type=int, default=None, help="evaluations on the training tasks during training")
     parser.add_argument("--cap", type=int, default=None, help="steps per episode (expert plans take 4–5)")
     parser.add_argument("--k-sweep", type=int, nargs="*", default=None)
     parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--synthetic", type=float, nargs="*", default=None, metavar="P",
-                        help="also DQN-Prior with a synthetic prior putting P on the expert's command "
-                             "(prior_rl/prior/synthetic.py): what a stronger prior would change (full mode: 0.3 0.6)")
-    parser.add_argument("--prior-cache", default=None,
-                        help=f"npz file for the prior's answers, read at start and saved as runs finish "
-                             f"(default {DEFAULT_PRIOR_CACHE}; 'none' disables; --quick: none)")
-    parser.add_argument("--synthetic-seeds", type=int, nargs="*", default=None,
-                        help="seeds of the synthetic-prior runs (default: --seeds; full mode: 0 1 2)")
+    parser.add_argument(
+        "--synthetic",
+        type=float,
+        nargs="*",
+        default=None,
+        metavar="P",
+        help="also DQN-Prior with a synthetic prior putting P on the expert's command "
+        "(prior_rl/prior/synthetic.py): what a stronger prior would change (full mode: 0.3 0.6)",
+    )
+    parser.add_argument(
+        "--prior-cache",
+        default=None,
+        help=f"npz file for the prior's answers, read at start and saved as runs finish "
+        f"(default {DEFAULT_PRIOR_CACHE}; 'none' disables; --quick: none)",
+    )
+    parser.add_argument(
+        "--synthetic-seeds",
+        type=int,
+        nargs="*",
+        default=None,
+        help="seeds of the synthetic-prior runs (default: --seeds; full mode: 0 1 2)",
+    )
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
     if args.quick:
         seeds, steps, episodes, cap, ks, evals, cache, synth, synth_seeds = [0], 2, 1, 2, [1], 1, None, (0.5,), [0]
     else:
         seeds, steps, episodes, cap, ks, evals, cache, synth, synth_seeds = (
-            [0], 2000, None, 15, [1, 3, 5, 10], 4, DEFAULT_PRIOR_CACHE, (0.3, 0.6), [0, 1])
+            [0],
+            2000,
+            None,
+            15,
+            [1, 3, 5, 10],
+            4,
+            DEFAULT_PRIOR_CACHE,
+            (0.3, 0.6),
+            [0, 1],
+        )
     if args.prior_cache is not None:
         cache = None if args.prior_cache.lower() == "none" else Path(args.prior_cache)
     t0 = time.perf_counter()
-    rows = run(args.seeds if args.seeds is not None else seeds, Path(args.out), args.env_steps or steps,
-               args.cap or cap, args.k_sweep if args.k_sweep is not None else ks, args.evals or evals,
-               args.eval_episodes or episodes, tuple(args.methods), cache,
-               tuple(args.synthetic) if args.synthetic is not None else synth,
-               args.synthetic_seeds if args.synthetic_seeds is not None else synth_seeds,
-               store if store is not None else ModelStore())
-    print(f"{'method':10s} {'prior':15s} {'seed':>4s} {'split':7s} {'k':>3s} {'success':>8s} {'length':>7s} "
-          f"{'llm calls':>9s}")
+    rows = run(
+        args.seeds if args.seeds is not None else seeds,
+        Path(args.out),
+        args.env_steps or steps,
+        args.cap or cap,
+        args.k_sweep if args.k_sweep is not None else ks,
+        args.evals or evals,
+        args.eval_episodes or episodes,
+        tuple(args.methods),
+        cache,
+        tuple(args.synthetic) if args.synthetic is not None else synth,
+        args.synthetic_seeds if args.synthetic_seeds is not None else synth_seeds,
+        store if store is not None else ModelStore(),
+    )
+    print(
+        f"{'method':10s} {'prior':15s} {'seed':>4s} {'split':7s} {'k':>3s} {'success':>8s} {'length':>7s} "
+        f"{'llm calls':>9s}"
+    )
     for r in rows:
-        print(f"{r['method']:10s} {r['prior']:15s} {r['seed']:4d} {r['split']:7s} {str(r['k']):>3s} {r['success']:8.3f} "
-              f"{r['length']:7.1f} {r['llm_calls']:9d}")
+        print(
+            f"{r['method']:10s} {r['prior']:15s} {r['seed']:4d} {r['split']:7s} {str(r['k']):>3s} {r['success']:8.3f} "
+            f"{r['length']:7.1f} {r['llm_calls']:9d}"
+        )
     print(f"wall time {time.perf_counter() - t0:.0f} s; outputs in {args.out}")
     return rows
 

@@ -17,8 +17,9 @@ import os
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
@@ -90,8 +91,18 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 def curve_rows(history: Iterable[Mapping[str, Any]], **tags: Any) -> list[dict[str, Any]]:
     """The evaluation rows of a run history (the ones with ``eval_success``), tagged (method, env, seed, ...)."""
-    keep = ("env_steps", "updates", "eval_success", "eval_return", "eval_length", "llm_calls", "cache_hits",
-            "best_eval_success", "coverage", "dataset_size")
+    keep = (
+        "env_steps",
+        "updates",
+        "eval_success",
+        "eval_return",
+        "eval_length",
+        "llm_calls",
+        "cache_hits",
+        "best_eval_success",
+        "coverage",
+        "dataset_size",
+    )
     out = []
     for row in history:
         if "eval_success" not in row:
@@ -107,8 +118,10 @@ def mean_std(rows: Sequence[Mapping[str, Any]], group: Sequence[str], x: str, y:
         if r.get(y) in ("", None):
             continue
         acc[tuple(r[g] for g in group)][float(r[x])].append(float(r[y]))
-    return {key: [(xv, float(np.mean(v)), float(np.std(v)), len(v)) for xv, v in sorted(pts.items())]
-            for key, pts in acc.items()}
+    return {
+        key: [(xv, float(np.mean(v)), float(np.std(v)), len(v)) for xv, v in sorted(pts.items())]
+        for key, pts in acc.items()
+    }
 
 
 def first_crossing(points: Sequence[tuple], threshold: float) -> Optional[float]:
@@ -123,11 +136,13 @@ def describe_crossing(x: Optional[float], budget: float, unit: str = "env sample
     return f"{int(x)}" if x is not None else f"not reached within {int(budget)} {unit}"
 
 
-def plot_panels(panels: Sequence[Mapping[str, Any]], path: Path, title: str = "", width: float = 4.2,
-                height: float = 3.3) -> Path:
+def plot_panels(
+    panels: Sequence[Mapping[str, Any]], path: Path, title: str = "", width: float = 4.2, height: float = 3.3
+) -> Path:
     """One figure of side-by-side panels. A panel: ``{"curves": {label: [(x, mean, std), ...]}, "xlabel",
-    "ylabel", "title"?, "logx"?, "hlines"?: {label: y}, "styles"?: {label: matplotlib line kwargs}}``. Mean lines with ±std bands, a legend per panel;
-    success axes fixed to [0, 1]. Small PNG (90 dpi) so committed figures stay well under 100 KB."""
+    "ylabel", "title"?, "logx"?, "hlines"?: {label: y}, "styles"?: {label: matplotlib line kwargs}}``. Mean lines
+    with ±std bands, a legend per panel; success axes fixed to [0, 1]. Small PNG (90 dpi) so committed figures
+    stay well under 100 KB."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -143,7 +158,7 @@ def plot_panels(panels: Sequence[Mapping[str, Any]], path: Path, title: str = ""
             ms = np.array([p[1] for p in pts])
             ss = np.array([p[2] for p in pts])
             style = {"marker": "o" if len(xs) <= 8 else None, "ms": 3, **(panel.get("styles") or {}).get(label, {})}
-            line, = ax.plot(xs, ms, label=label, **style)
+            (line,) = ax.plot(xs, ms, label=label, **style)
             ax.fill_between(xs, ms - ss, ms + ss, alpha=0.18, color=line.get_color())
         for label, y in (panel.get("hlines") or {}).items():
             ax.axhline(y, ls="--", lw=1, color="gray", label=label)
@@ -168,8 +183,14 @@ def plot_panels(panels: Sequence[Mapping[str, Any]], path: Path, title: str = ""
     return save_figure(fig, path)
 
 
-def plot_bars(groups: Mapping[str, Mapping[str, tuple[float, float]]], path: Path, ylabel: str, title: str = "",
-              width: float = 7.0, height: float = 3.4) -> Path:
+def plot_bars(
+    groups: Mapping[str, Mapping[str, tuple[float, float]]],
+    path: Path,
+    ylabel: str,
+    title: str = "",
+    width: float = 7.0,
+    height: float = 3.4,
+) -> Path:
     """Grouped bars with error bars: ``{group: {series: (mean, std)}}``."""
     import matplotlib
 
@@ -200,6 +221,7 @@ def plot_bars(groups: Mapping[str, Mapping[str, tuple[float, float]]], path: Pat
 
 def markdown_table(rows: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> str:
     """A GitHub table of ``fields`` (floats to 3 decimals), printed by each module and pasted into RESULTS.md."""
+
     def cell(v: Any) -> str:
         if isinstance(v, (float, np.floating)):
             return f"{float(v):.3f}"

@@ -29,8 +29,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     parser.add_argument("--env", default="overcooked-tomato-salad", choices=envs.names())
     parser.add_argument("--episodes", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-steps", type=int, default=31,
-                        help="cap on agent steps per episode (Overcooked macro steps; paper: 31 / 51)")
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        default=31,
+        help="cap on agent steps per episode (Overcooked macro steps; paper: 31 / 51)",
+    )
     args = parser.parse_args(argv)
     rows = [evaluate(args.env, p, args.episodes, args.seed, max_steps=args.max_steps) for p in ("expert", "random")]
     print(f"{args.env}: {args.episodes} episodes per policy, cap {args.max_steps} steps")

@@ -34,8 +34,9 @@ def budget(quick: bool) -> dict[str, int]:
     return {"env_steps": 10000, "eval_every": 1000, "eval_episodes": 10}
 
 
-def run(quick: bool = False, out: Optional[str] = None, seeds: Optional[int] = None,
-        store: Optional[ModelStore] = None) -> Path:
+def run(
+    quick: bool = False, out: Optional[str] = None, seeds: Optional[int] = None, store: Optional[ModelStore] = None
+) -> Path:
     """Every method and seed in this process, sharing ``store`` (default: a new one); CSVs and figures."""
     from prior_rl.run import ModelStore, TrainConfig, train
 
@@ -50,12 +51,26 @@ def run(quick: bool = False, out: Optional[str] = None, seeds: Optional[int] = N
         for method, algo in METHODS:
             # PPO rollouts: 4 envs × 16 steps = 64 samples per update in quick mode, 4 × 32 = 128 in full
             extra = {"rollout_steps": 16} if quick and algo.startswith("ppo") else {}
-            items.append((method, seed, TrainConfig(env=ENV, algo=algo, seed=seed, **b, **extra,
-                                                    **common.quiet_train_kwargs())))
+            items.append(
+                (method, seed, TrainConfig(env=ENV, algo=algo, seed=seed, **b, **extra, **common.quiet_train_kwargs()))
+            )
         for method, sample in (("LLM (greedy)", False), ("LLM (sampled)", True)):
-            items.append((method, seed, TrainConfig(env=ENV, algo="llm", llm_sample=sample, seed=seed, env_steps=4,
-                                                    eval_every=10**9, eval_episodes=1 if quick else 20,
-                                                    **common.quiet_train_kwargs())))
+            items.append(
+                (
+                    method,
+                    seed,
+                    TrainConfig(
+                        env=ENV,
+                        algo="llm",
+                        llm_sample=sample,
+                        seed=seed,
+                        env_steps=4,
+                        eval_every=10**9,
+                        eval_episodes=1 if quick else 20,
+                        **common.quiet_train_kwargs(),
+                    ),
+                )
+            )
 
     def one(item):
         method, seed, config = item
@@ -66,8 +81,11 @@ def run(quick: bool = False, out: Optional[str] = None, seeds: Optional[int] = N
         return tagged
 
     rows = [r for tagged in common.run_each(items, one, lambda it: f"{it[0]} seed {it[1]}") for r in tagged]
-    common.write_csv(folder / "curves.csv", rows, ["method", "env", "seed", "env_steps", "eval_success",
-                                                   "eval_return", "eval_length", "llm_calls", "wall_s"])
+    common.write_csv(
+        folder / "curves.csv",
+        rows,
+        ["method", "env", "seed", "env_steps", "eval_success", "eval_return", "eval_length", "llm_calls", "wall_s"],
+    )
     summary = summarize(rows, b["env_steps"])
     common.write_csv(folder / "threshold.csv", summary)
     plot(rows, folder, b["env_steps"], n_seeds)
@@ -90,8 +108,16 @@ def summarize(rows: list[dict[str, Any]], steps: int) -> list[dict[str, Any]]:
         else:
             curve = common.mean_std(mine, ["method"], "env_steps", "eval_success")[(method,)]
             to = common.describe_crossing(common.first_crossing(curve, THRESHOLD), steps)
-        out.append({"method": method, "seeds": len(seeds), "budget": steps, "final_success_mean": float(np.mean(succ)),
-                    "final_success_std": float(np.std(succ)), "samples_to_0.9_mean_curve": to})
+        out.append(
+            {
+                "method": method,
+                "seeds": len(seeds),
+                "budget": steps,
+                "final_success_mean": float(np.mean(succ)),
+                "final_success_std": float(np.std(succ)),
+                "samples_to_0.9_mean_curve": to,
+            }
+        )
     return out
 
 
@@ -100,17 +126,25 @@ def plot(rows: list[dict[str, Any]], folder: Path, steps: int, n_seeds: int) -> 
     for method in ("LLM (greedy)", "LLM (sampled)"):
         vals = [float(r["eval_success"]) for r in rows if r["method"] == method]
         if vals:
-            llm[method] = [(0, float(np.mean(vals)), float(np.std(vals))), (steps, float(np.mean(vals)),
-                                                                             float(np.std(vals)))]
+            llm[method] = [
+                (0, float(np.mean(vals)), float(np.std(vals))),
+                (steps, float(np.mean(vals)), float(np.std(vals))),
+            ]
     panels = []
     for title, pair in (("value-based", ("DQN-Prior", "DQN")), ("policy-based", ("PPO-Prior", "PPO"))):
         learn = [r for r in rows if r["method"] in pair]
-        curves = {m[0]: [(x, mu, sd) for x, mu, sd, _ in pts]
-                  for m, pts in sorted(common.mean_std(learn, ["method"], "env_steps", "eval_success").items())}
-        panels.append({"curves": {**curves, **llm}, "xlabel": "environment samples", "ylabel": "success rate",
-                       "title": title})
-    common.plot_panels(panels, folder / "success.png",
-                       title=f"Frozen Lake 4x4: with vs without the LLM prior (mean ± std, {n_seeds} seed(s))")
+        curves = {
+            m[0]: [(x, mu, sd) for x, mu, sd, _ in pts]
+            for m, pts in sorted(common.mean_std(learn, ["method"], "env_steps", "eval_success").items())
+        }
+        panels.append(
+            {"curves": {**curves, **llm}, "xlabel": "environment samples", "ylabel": "success rate", "title": title}
+        )
+    common.plot_panels(
+        panels,
+        folder / "success.png",
+        title=f"Frozen Lake 4x4: with vs without the LLM prior (mean ± std, {n_seeds} seed(s))",
+    )
 
 
 def main(argv: Optional[list[str]] = None, store: Optional[ModelStore] = None) -> Path:

@@ -1,6 +1,7 @@
 """Claim: offline, the LLM prior cuts the data CQL needs by > 90% (CQL-Prior vs CQL on Tomato-Lettuce Salad).
 
-    python -m experiments.offline_cql            # full: 2 seeds; sizes 250…4000 (generated), 250/1000/4329 (paper's file)
+    python -m experiments.offline_cql            # full: 2 seeds; sizes 250…4000 (generated),
+                                                 # 250/1000/4329 (paper's file)
     python -m experiments.offline_cql --quick    # pipeline check (seconds)
 
 Two data sources, each sub-sampled to growing sizes (nested: a smaller set is a subset of a larger one for the
@@ -42,15 +43,33 @@ METHODS = (("CQL-Prior", "cql-prior"), ("CQL", "cql"))
 
 def budget(quick: bool) -> dict[str, Any]:
     if quick:
-        return {"generated": [60, 120], "reference": [120], "updates": 40, "eval_every": 20, "eval_episodes": 1,
-                "max_episode_steps": 6}
-    return {"generated": [250, 500, 1000, 2000, 4000], "reference": [250, 1000, 4329],
-            "updates": 3000, "eval_every": 1000, "eval_episodes": 5}
+        return {
+            "generated": [60, 120],
+            "reference": [120],
+            "updates": 40,
+            "eval_every": 20,
+            "eval_episodes": 1,
+            "max_episode_steps": 6,
+        }
+    return {
+        "generated": [250, 500, 1000, 2000, 4000],
+        "reference": [250, 1000, 4329],
+        "updates": 3000,
+        "eval_every": 1000,
+        "eval_episodes": 5,
+    }
 
 
-def run(quick: bool = False, out: Optional[str] = None, seeds: Optional[int] = None,
-        sources: Optional[list[str]] = None, sizes: Optional[list[int]] = None, updates: Optional[int] = None,
-        eval_every: Optional[int] = None, store: Optional[ModelStore] = None) -> Path:
+def run(
+    quick: bool = False,
+    out: Optional[str] = None,
+    seeds: Optional[int] = None,
+    sources: Optional[list[str]] = None,
+    sizes: Optional[list[int]] = None,
+    updates: Optional[int] = None,
+    eval_every: Optional[int] = None,
+    store: Optional[ModelStore] = None,
+) -> Path:
     """``sizes`` / ``updates`` / ``eval_every`` override the budget (sizes apply to every selected source).
     ``store``: the models every run shares (default: a new store for this call)."""
     from prior_rl.run import ModelStore, OfflineConfig, train_offline
@@ -83,11 +102,27 @@ def run(quick: bool = False, out: Optional[str] = None, seeds: Optional[int] = N
                 for method, algo in METHODS:
                     path = str(common.REFERENCE_DATASET) if source == "reference" else files[seed]
                     data = {"dataset": path}
-                    items.append((source, size, seed, method, OfflineConfig(
-                        env=ENV, algo=algo, dataset_size=size, dataset_seed=seed, seed=seed, updates=b["updates"],
-                        eval_every=b["eval_every"], eval_episodes=b["eval_episodes"],
-                        max_episode_steps=b.get("max_episode_steps"), **data,
-                        **common.quiet_train_kwargs())))
+                    items.append(
+                        (
+                            source,
+                            size,
+                            seed,
+                            method,
+                            OfflineConfig(
+                                env=ENV,
+                                algo=algo,
+                                dataset_size=size,
+                                dataset_seed=seed,
+                                seed=seed,
+                                updates=b["updates"],
+                                eval_every=b["eval_every"],
+                                eval_episodes=b["eval_episodes"],
+                                max_episode_steps=b.get("max_episode_steps"),
+                                **data,
+                                **common.quiet_train_kwargs(),
+                            ),
+                        )
+                    )
 
     def one(item):
         source, size, seed, method, config = item
@@ -97,12 +132,29 @@ def run(quick: bool = False, out: Optional[str] = None, seeds: Optional[int] = N
             r["wall_s"] = round(result.wall_s, 2)
         return tagged
 
-    rows = [r for tagged in common.run_each(items, one, lambda it: f"{it[0]} n={it[1]} seed {it[2]} {it[3]}")
-            for r in tagged]
+    rows = [
+        r
+        for tagged in common.run_each(items, one, lambda it: f"{it[0]} n={it[1]} seed {it[2]} {it[3]}")
+        for r in tagged
+    ]
     tmp.cleanup()
-    common.write_csv(folder / "runs.csv", rows, ["source", "method", "size", "seed", "updates", "eval_success",
-                                                 "eval_return", "best_eval_success", "coverage", "dataset_size",
-                                                 "wall_s"])
+    common.write_csv(
+        folder / "runs.csv",
+        rows,
+        [
+            "source",
+            "method",
+            "size",
+            "seed",
+            "updates",
+            "eval_success",
+            "eval_return",
+            "best_eval_success",
+            "coverage",
+            "dataset_size",
+            "wall_s",
+        ],
+    )
     by_size = summarize(rows)
     common.write_csv(folder / "by_size.csv", by_size)
     smallest = smallest_sizes(by_size)
@@ -125,11 +177,20 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         f = [float(r["eval_success"]) for r in finals]
         best = [float(r["best_eval_success"]) for r in finals]
         ret = [float(r["eval_return"]) for r in finals]
-        out.append({"source": source, "method": method, "size": size, "seeds": len(seeds),
-                    "final_success_mean": float(np.mean(f)), "final_success_std": float(np.std(f)),
-                    "best_success_mean": float(np.mean(best)), "best_success_std": float(np.std(best)),
-                    "final_return_mean": float(np.mean(ret)),
-                    "prior_coverage": float(np.mean([float(r["coverage"]) for r in finals]))})
+        out.append(
+            {
+                "source": source,
+                "method": method,
+                "size": size,
+                "seeds": len(seeds),
+                "final_success_mean": float(np.mean(f)),
+                "final_success_std": float(np.std(f)),
+                "best_success_mean": float(np.mean(best)),
+                "best_success_std": float(np.std(best)),
+                "final_return_mean": float(np.mean(ret)),
+                "prior_coverage": float(np.mean([float(r["coverage"]) for r in finals])),
+            }
+        )
     return out
 
 
@@ -139,16 +200,23 @@ def smallest_sizes(by_size: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for source in sorted({r["source"] for r in by_size}):
         for method, _ in METHODS:
-            pts = sorted((r["size"], r["final_success_mean"]) for r in by_size
-                         if r["source"] == source and r["method"] == method)
+            pts = sorted(
+                (r["size"], r["final_success_mean"]) for r in by_size if r["source"] == source and r["method"] == method
+            )
             if not pts:
                 continue
             top = max(s for _, s in pts)
             at_top = next(n for n, s in pts if s >= top - 0.05)
             at_09 = next((n for n, s in pts if s >= 0.9 - 1e-9), None)
-            out.append({"source": source, "method": method, "best_final_success": top,
-                        "smallest_size_at_best": at_top,
-                        "smallest_size_at_0.9": at_09 if at_09 is not None else f"not reached within {pts[-1][0]}"})
+            out.append(
+                {
+                    "source": source,
+                    "method": method,
+                    "best_final_success": top,
+                    "smallest_size_at_best": at_top,
+                    "smallest_size_at_0.9": at_09 if at_09 is not None else f"not reached within {pts[-1][0]}",
+                }
+            )
     return out
 
 
@@ -158,16 +226,30 @@ def plot(by_size: list[dict[str, Any]], folder: Path, updates: int, n_seeds: int
         curves, styles = {}, {}
         for (method, _), color in zip(METHODS, ("C0", "C1")):
             for metric, tag, ls in (("final", "final", "-"), ("best", "best eval", "--")):
-                pts = [(r["size"], r[f"{metric}_success_mean"], r[f"{metric}_success_std"]) for r in by_size
-                       if r["source"] == source and r["method"] == method]
+                pts = [
+                    (r["size"], r[f"{metric}_success_mean"], r[f"{metric}_success_std"])
+                    for r in by_size
+                    if r["source"] == source and r["method"] == method
+                ]
                 if pts:
                     curves[f"{method} ({tag})"] = pts
                     styles[f"{method} ({tag})"] = {"color": color, "ls": ls}
         label = "generated (expert + ε-random, 75% success)" if source == "generated" else "paper's dataset (subsets)"
-        panels.append({"curves": curves, "styles": styles, "xlabel": "dataset size (transitions)",
-                       "ylabel": "success rate", "title": label, "logx": True})
-    common.plot_panels(panels, folder / "success_vs_size.png",
-                       title=f"Offline Tomato-Lettuce Salad: CQL-Prior vs CQL ({updates} updates, {n_seeds} seed(s))")
+        panels.append(
+            {
+                "curves": curves,
+                "styles": styles,
+                "xlabel": "dataset size (transitions)",
+                "ylabel": "success rate",
+                "title": label,
+                "logx": True,
+            }
+        )
+    common.plot_panels(
+        panels,
+        folder / "success_vs_size.png",
+        title=f"Offline Tomato-Lettuce Salad: CQL-Prior vs CQL ({updates} updates, {n_seeds} seed(s))",
+    )
 
 
 def main(argv: Optional[list[str]] = None, store: Optional[ModelStore] = None) -> Path:
@@ -180,8 +262,16 @@ def main(argv: Optional[list[str]] = None, store: Optional[ModelStore] = None) -
     p.add_argument("--updates", type=int, default=None, help="override the number of gradient updates")
     p.add_argument("--eval-every", type=int, default=None, help="override the evaluation interval (updates)")
     args = p.parse_args(argv)
-    return run(args.quick, args.out, args.seeds, args.sources, args.sizes, args.updates, args.eval_every,
-               store if store is not None else ModelStore())
+    return run(
+        args.quick,
+        args.out,
+        args.seeds,
+        args.sources,
+        args.sizes,
+        args.updates,
+        args.eval_every,
+        store if store is not None else ModelStore(),
+    )
 
 
 if __name__ == "__main__":

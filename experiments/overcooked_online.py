@@ -34,13 +34,21 @@ def budgets(quick: bool) -> dict[str, dict[str, int]]:
     if quick:
         # a 6-step episode cap keeps the LLM calls (and their compilations) of a quick run few
         return {env: {"env_steps": 48, "eval_every": 24, "eval_episodes": 1, "max_episode_steps": 6} for env in ENVS}
-    return {"overcooked-tomato-salad": {"env_steps": 2000, "eval_every": 250, "eval_episodes": 10},
-            "overcooked-tomato-lettuce-salad": {"env_steps": 2000, "eval_every": 500, "eval_episodes": 10}}
+    return {
+        "overcooked-tomato-salad": {"env_steps": 2000, "eval_every": 250, "eval_episodes": 10},
+        "overcooked-tomato-lettuce-salad": {"env_steps": 2000, "eval_every": 500, "eval_episodes": 10},
+    }
 
 
-def run(quick: bool = False, out: Optional[str] = None, seeds: Optional[int] = None,
-        envs: Optional[list[str]] = None, env_steps: Optional[int] = None, eval_every: Optional[int] = None,
-        store: Optional[ModelStore] = None) -> Path:
+def run(
+    quick: bool = False,
+    out: Optional[str] = None,
+    seeds: Optional[int] = None,
+    envs: Optional[list[str]] = None,
+    env_steps: Optional[int] = None,
+    eval_every: Optional[int] = None,
+    store: Optional[ModelStore] = None,
+) -> Path:
     """Train every method on every env and seed in this process; write CSVs and figures; return the folder.
     ``env_steps`` / ``eval_every`` override the budget of every selected env. ``store``: the models every run
     shares (default: a new store for this call)."""
@@ -48,8 +56,14 @@ def run(quick: bool = False, out: Optional[str] = None, seeds: Optional[int] = N
 
     store = store if store is not None else ModelStore()
 
-    table = {env: {**b, **({"env_steps": env_steps} if env_steps else {}),
-                   **({"eval_every": eval_every} if eval_every else {})} for env, b in budgets(quick).items()}
+    table = {
+        env: {
+            **b,
+            **({"env_steps": env_steps} if env_steps else {}),
+            **({"eval_every": eval_every} if eval_every else {}),
+        }
+        for env, b in budgets(quick).items()
+    }
     folder = common.results_dir(NAME, out)
     n_seeds = seeds or (1 if quick else 3)
     env_list = envs or list(ENVS)
@@ -60,14 +74,29 @@ def run(quick: bool = False, out: Optional[str] = None, seeds: Optional[int] = N
         b = table[env]
         for seed in range(n_seeds):
             for method, algo in (("DQN-Prior", "dqn-prior"), ("DQN", "dqn")):
-                runs.append((env, method, seed, TrainConfig(env=env, algo=algo, seed=seed, **b,
-                                                            **common.quiet_train_kwargs())))
+                runs.append(
+                    (env, method, seed, TrainConfig(env=env, algo=algo, seed=seed, **b, **common.quiet_train_kwargs()))
+                )
             # the pure-LLM policy learns nothing: one short "run" = its evaluation at 0 and at the end
             llm_eval = {"eval_episodes": 1, "max_episode_steps": 6} if quick else {"eval_episodes": 20}
             for method, sample in (("LLM (greedy)", False), ("LLM (sampled)", True)):
-                runs.append((env, method, seed, TrainConfig(env=env, algo="llm", llm_sample=sample, seed=seed,
-                                                            env_steps=4, eval_every=10**9, **llm_eval,
-                                                            **common.quiet_train_kwargs())))
+                runs.append(
+                    (
+                        env,
+                        method,
+                        seed,
+                        TrainConfig(
+                            env=env,
+                            algo="llm",
+                            llm_sample=sample,
+                            seed=seed,
+                            env_steps=4,
+                            eval_every=10**9,
+                            **llm_eval,
+                            **common.quiet_train_kwargs(),
+                        ),
+                    )
+                )
 
     def one(item):
         env, method, seed, config = item
@@ -80,8 +109,7 @@ def run(quick: bool = False, out: Optional[str] = None, seeds: Optional[int] = N
     for tagged in common.run_each(runs, one, lambda it: f"{it[0]} {it[1]} seed {it[2]}"):
         rows.extend(tagged)
 
-    fields = ["method", "env", "seed", "env_steps", "eval_success", "eval_return", "eval_length", "llm_calls",
-              "wall_s"]
+    fields = ["method", "env", "seed", "env_steps", "eval_success", "eval_return", "eval_length", "llm_calls", "wall_s"]
     common.write_csv(folder / "curves.csv", rows, fields)
     summary = summarize(rows, env_list, table)
     common.write_csv(folder / "threshold.csv", summary)
@@ -99,7 +127,9 @@ def _llm_level(rows: list[dict[str, Any]], env: str, method: str) -> tuple[float
     return (float(np.mean(vals)), float(np.std(vals))) if vals else (float("nan"), 0.0)
 
 
-def summarize(rows: list[dict[str, Any]], env_list: list[str], table: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
+def summarize(
+    rows: list[dict[str, Any]], env_list: list[str], table: dict[str, dict[str, int]]
+) -> list[dict[str, Any]]:
     """Per env and method: final success/return (mean ± std over seeds) and samples to 0.9 success."""
     import numpy as np
 
@@ -125,10 +155,20 @@ def summarize(rows: list[dict[str, Any]], env_list: list[str], table: dict[str, 
                     x = common.first_crossing(sorted(pts), THRESHOLD)
                     per_seed.append(str(int(x)) if x is not None else f">{budget}")
                 per_seed = " / ".join(per_seed)
-            out.append({"env": ENVS[env], "method": method, "seeds": len(seeds), "budget": budget,
-                        "final_success_mean": float(np.mean(succ)), "final_success_std": float(np.std(succ)),
-                        "final_return_mean": float(np.mean(ret)), "final_return_std": float(np.std(ret)),
-                        "samples_to_0.9_mean_curve": mean_x, "samples_to_0.9_per_seed": per_seed})
+            out.append(
+                {
+                    "env": ENVS[env],
+                    "method": method,
+                    "seeds": len(seeds),
+                    "budget": budget,
+                    "final_success_mean": float(np.mean(succ)),
+                    "final_success_std": float(np.std(succ)),
+                    "final_return_mean": float(np.mean(ret)),
+                    "final_return_std": float(np.std(ret)),
+                    "samples_to_0.9_mean_curve": mean_x,
+                    "samples_to_0.9_per_seed": per_seed,
+                }
+            )
     return out
 
 
@@ -138,19 +178,26 @@ def plot(rows: list[dict[str, Any]], env_list: list[str], folder: Path, table: d
         learn = [r for r in rows if r["env"] == env and not r["method"].startswith("LLM")]
         panels = []
         for metric, ylabel in (("eval_success", "success rate"), ("eval_return", "return (Σ macro rewards)")):
-            curves = {m[0]: [(x, mu, sd) for x, mu, sd, _ in pts]
-                      for m, pts in sorted(common.mean_std(learn, ["method"], "env_steps", metric).items())}
+            curves = {
+                m[0]: [(x, mu, sd) for x, mu, sd, _ in pts]
+                for m, pts in sorted(common.mean_std(learn, ["method"], "env_steps", metric).items())
+            }
             for method in ("LLM (greedy)", "LLM (sampled)"):
                 vals = [float(r[metric]) for r in rows if r["env"] == env and r["method"] == method]
                 if vals:
                     import numpy as np
 
-                    curves[method] = [(0, float(np.mean(vals)), float(np.std(vals))),
-                                      (budget, float(np.mean(vals)), float(np.std(vals)))]
+                    curves[method] = [
+                        (0, float(np.mean(vals)), float(np.std(vals))),
+                        (budget, float(np.mean(vals)), float(np.std(vals))),
+                    ]
             panels.append({"curves": curves, "xlabel": "environment samples (macro steps)", "ylabel": ylabel})
         n = len({r["seed"] for r in learn})
-        common.plot_panels(panels, folder / f"{env.removeprefix('overcooked-')}.png",
-                           title=f"{ENVS[env]}: DQN-Prior vs DQN vs pure LLM (mean ± std, {n} seed(s))")
+        common.plot_panels(
+            panels,
+            folder / f"{env.removeprefix('overcooked-')}.png",
+            title=f"{ENVS[env]}: DQN-Prior vs DQN vs pure LLM (mean ± std, {n} seed(s))",
+        )
 
 
 def main(argv: Optional[list[str]] = None, store: Optional[ModelStore] = None) -> Path:
@@ -162,8 +209,15 @@ def main(argv: Optional[list[str]] = None, store: Optional[ModelStore] = None) -
     p.add_argument("--env-steps", type=int, default=None, help="override the env-sample budget of every env")
     p.add_argument("--eval-every", type=int, default=None, help="override the evaluation interval")
     args = p.parse_args(argv)
-    return run(args.quick, args.out, args.seeds, args.envs, args.env_steps, args.eval_every,
-               store if store is not None else ModelStore())
+    return run(
+        args.quick,
+        args.out,
+        args.seeds,
+        args.envs,
+        args.env_steps,
+        args.eval_every,
+        store if store is not None else ModelStore(),
+    )
 
 
 if __name__ == "__main__":

@@ -37,8 +37,11 @@ if TYPE_CHECKING:
     from prior_rl.run import ModelStore
 
 NAME = "prior_ablations"
-PEXPERT_ENVS = {"overcooked-tomato-salad": "Tomato Salad", "overcooked-tomato-lettuce-salad": "Tomato-Lettuce",
-                "frozen-lake": "Frozen Lake"}
+PEXPERT_ENVS = {
+    "overcooked-tomato-salad": "Tomato Salad",
+    "overcooked-tomato-lettuce-salad": "Tomato-Lettuce",
+    "frozen-lake": "Frozen Lake",
+}
 PROMPTS = [("env", True), ("env", False), ("paper", True), ("paper", False), ("chat", True), ("chat", False)]
 PARTS = ("pexpert", "genexact", "cache", "train")
 
@@ -83,21 +86,43 @@ def part_pexpert(quick: bool, folder: Path, store: ModelStore) -> list[dict[str,
             top1 = np.array([int(np.argmax(lp)) == a for lp, (_, a) in zip(lps, states)])
             first = np.array([np.exp(lp[0]) for lp in lps])
             # the greedy pure-LLM policy with this prompt: does following the prior's argmax solve the task?
-            res = train(TrainConfig(env=env_name, algo="llm", prompt=prompt, length_normalize=norm, env_steps=4,
-                                    eval_every=10**9, eval_episodes=1 if quick else 5,
-                                    max_episode_steps=6 if quick else None, **common.quiet_train_kwargs()),
-                        store=store)
-            rows.append({"env": label, "prompt": prompt_label(prompt, norm), "states": len(states),
-                         "p_expert_mean": float(p_exp.mean()), "p_expert_min": float(p_exp.min()),
-                         "expert_is_argmax": float(top1.mean()), "p_first_listed_mean": float(first.mean()),
-                         "greedy_llm_success": float(res.final_eval["eval_success"])})
+            res = train(
+                TrainConfig(
+                    env=env_name,
+                    algo="llm",
+                    prompt=prompt,
+                    length_normalize=norm,
+                    env_steps=4,
+                    eval_every=10**9,
+                    eval_episodes=1 if quick else 5,
+                    max_episode_steps=6 if quick else None,
+                    **common.quiet_train_kwargs(),
+                ),
+                store=store,
+            )
+            rows.append(
+                {
+                    "env": label,
+                    "prompt": prompt_label(prompt, norm),
+                    "states": len(states),
+                    "p_expert_mean": float(p_exp.mean()),
+                    "p_expert_min": float(p_exp.min()),
+                    "expert_is_argmax": float(top1.mean()),
+                    "p_first_listed_mean": float(first.mean()),
+                    "greedy_llm_success": float(res.final_eval["eval_success"]),
+                }
+            )
             common.log(f"pexpert {label} {prompt_label(prompt, norm)}: mean {p_exp.mean():.3f} min {p_exp.min():.3f}")
     common.write_csv(folder / "pexpert.csv", rows)
     groups: dict[str, dict[str, tuple[float, float]]] = {}
     for r in rows:
         groups.setdefault(r["prompt"], {})[r["env"]] = (r["p_expert_mean"], 0.0)
-    common.plot_bars(groups, folder / "pexpert.png", ylabel="p(expert action), mean over expert states",
-                     title="SmolLM2-135M prior: probability of the expert action per prompt variant")
+    common.plot_bars(
+        groups,
+        folder / "pexpert.png",
+        ylabel="p(expert action), mean over expert states",
+        title="SmolLM2-135M prior: probability of the expert action per prompt variant",
+    )
     print(common.markdown_table(rows, list(rows[0])))
     return rows
 
@@ -128,10 +153,21 @@ def part_genexact(quick: bool, folder: Path, store: ModelStore, k: int = 5) -> l
                 frac += list((cand == expert[:, None]).mean(1))
                 distinct += [len(set(row)) for row in cand.tolist()]
                 fallback += list((cand == last[:, None]).mean(1))
-            rows.append({"env": label, "mode": mode, "prompt": prompt, "k": k, "states": len(states), "draws": draws,
-                         "expert_in_candidates": float(np.mean(hit)), "expert_share_of_candidates": float(np.mean(frac)),
-                         "distinct_actions": float(np.mean(distinct)), "last_action_share": float(np.mean(fallback)),
-                         "wall_s": time.perf_counter() - t0})
+            rows.append(
+                {
+                    "env": label,
+                    "mode": mode,
+                    "prompt": prompt,
+                    "k": k,
+                    "states": len(states),
+                    "draws": draws,
+                    "expert_in_candidates": float(np.mean(hit)),
+                    "expert_share_of_candidates": float(np.mean(frac)),
+                    "distinct_actions": float(np.mean(distinct)),
+                    "last_action_share": float(np.mean(fallback)),
+                    "wall_s": time.perf_counter() - t0,
+                }
+            )
             common.log(f"generate-vs-exact {label} {mode}/{prompt}: expert in candidates {np.mean(hit):.2f}")
     common.write_csv(folder / "generate_vs_exact.csv", rows)
     print(common.markdown_table(rows, list(rows[0])))
@@ -206,10 +242,20 @@ def part_cache(quick: bool, folder: Path, store: ModelStore) -> list[dict[str, A
                 source(rng, [obs])
             wall = time.perf_counter() - t0
             counter.restore()
-            rows.append({"env": PEXPERT_ENVS[env_name], "prior_mode": mode, "cache": "on" if cached else "off",
-                         "env_steps": n, "distinct_prompts": len(unique), "llm_dispatches": counter.dispatches,
-                         "dispatches_per_step": counter.dispatches / n, "prompts_scored": counter.prompts,
-                         "wall_s": wall, "ms_per_step": 1000 * wall / n})
+            rows.append(
+                {
+                    "env": PEXPERT_ENVS[env_name],
+                    "prior_mode": mode,
+                    "cache": "on" if cached else "off",
+                    "env_steps": n,
+                    "distinct_prompts": len(unique),
+                    "llm_dispatches": counter.dispatches,
+                    "dispatches_per_step": counter.dispatches / n,
+                    "prompts_scored": counter.prompts,
+                    "wall_s": wall,
+                    "ms_per_step": 1000 * wall / n,
+                }
+            )
             common.log(f"cache {env_name} {mode} cache={cached}: {counter.dispatches} dispatches, {wall:.1f}s")
     common.write_csv(folder / "cache.csv", rows)
     print(common.markdown_table(rows, list(rows[0])))
@@ -222,13 +268,25 @@ def train_variants(quick: bool) -> list[tuple[str, str, dict[str, Any]]]:
     CPU (cache.csv) a 1,500-sample run with its evaluations costs tens of minutes; the prior-level comparison is
     in generate_vs_exact.csv."""
     if quick:
-        return [("k", "k=1", {"k": 1}), ("alpha", "softmax β=10", {"inv_temperature": 10.0}),
-                ("prior", "exact paper/mean", {"prompt": "paper"})]
+        return [
+            ("k", "k=1", {"k": 1}),
+            ("alpha", "softmax β=10", {"inv_temperature": 10.0}),
+            ("prior", "exact paper/mean", {"prompt": "paper"}),
+        ]
     out = [("k", f"k={k}", {"k": k}) for k in (1, 3, 5, 10)]
-    out += [("alpha", "argmax", {}), ("alpha", "softmax β=1", {"inv_temperature": 1.0}),
-            ("alpha", "softmax β=10", {"inv_temperature": 10.0})]
-    out += [("prior", f"exact {prompt_label(p, n)}", {"prompt": p, "length_normalize": n} if (p, n) != ("env", True)
-             else {}) for p, n in PROMPTS]
+    out += [
+        ("alpha", "argmax", {}),
+        ("alpha", "softmax β=1", {"inv_temperature": 1.0}),
+        ("alpha", "softmax β=10", {"inv_temperature": 10.0}),
+    ]
+    out += [
+        (
+            "prior",
+            f"exact {prompt_label(p, n)}",
+            {"prompt": p, "length_normalize": n} if (p, n) != ("env", True) else {},
+        )
+        for p, n in PROMPTS
+    ]
     return out
 
 
@@ -236,8 +294,11 @@ def part_train(quick: bool, folder: Path, n_seeds: int, store: ModelStore) -> li
     from prior_rl.run import TrainConfig, train
 
     env_name = "overcooked-tomato-salad"
-    b = ({"env_steps": 40, "eval_every": 20, "eval_episodes": 1, "max_episode_steps": 6} if quick
-         else {"env_steps": 1500, "eval_every": 250, "eval_episodes": 10})
+    b = (
+        {"env_steps": 40, "eval_every": 20, "eval_episodes": 1, "max_episode_steps": 6}
+        if quick
+        else {"env_steps": 1500, "eval_every": 250, "eval_episodes": 10}
+    )
     variants = train_variants(quick)
     results: dict[Any, list[dict[str, Any]]] = {}  # identical configs run once, shared by groups
     rows: list[dict[str, Any]] = []
@@ -256,11 +317,26 @@ def part_train(quick: bool, folder: Path, n_seeds: int, store: ModelStore) -> li
                     r["wall_s"] = round(res.wall_s, 2)
                     r["new_llm_calls"] = prior.cache.misses - misses0
                 results[key] = tagged
-                common.log(f"train {group} {label} seed {seed}: success {res.final_eval['eval_success']:.2f}, "
-                           f"{time.perf_counter() - t0:.1f}s")
+                common.log(
+                    f"train {group} {label} seed {seed}: success {res.final_eval['eval_success']:.2f}, "
+                    f"{time.perf_counter() - t0:.1f}s"
+                )
             rows += [{"group": group, "variant": label, "seed": seed, **r} for r in results[key]]
-    common.write_csv(folder / "train_curves.csv", rows, ["group", "variant", "seed", "env_steps", "eval_success",
-                                                         "eval_return", "llm_calls", "new_llm_calls", "wall_s"])
+    common.write_csv(
+        folder / "train_curves.csv",
+        rows,
+        [
+            "group",
+            "variant",
+            "seed",
+            "env_steps",
+            "eval_success",
+            "eval_return",
+            "llm_calls",
+            "new_llm_calls",
+            "wall_s",
+        ],
+    )
     summary = []
     for group, label, _ in variants:
         mine = [r for r in rows if r["group"] == group and r["variant"] == label]
@@ -268,14 +344,20 @@ def part_train(quick: bool, folder: Path, n_seeds: int, store: ModelStore) -> li
         finals = [max((r for r in mine if r["seed"] == s), key=lambda r: r["env_steps"]) for s in seeds]
         curve = common.mean_std(mine, ["variant"], "env_steps", "eval_success")[(label,)]
         calls = [float(r.get("new_llm_calls") or 0) for r in finals]
-        summary.append({"group": group, "variant": label, "seeds": len(seeds),
-                        "final_success_mean": float(np.mean([float(r["eval_success"]) for r in finals])),
-                        "final_success_std": float(np.std([float(r["eval_success"]) for r in finals])),
-                        "auc_success": float(np.mean([p[1] for p in curve])),
-                        "samples_to_0.9": common.describe_crossing(common.first_crossing(curve, 0.9), b["env_steps"]),
-                        "new_llm_calls": float(np.mean(calls)), "distinct_prompts_seen": max(
-                            float(r.get("llm_calls") or 0) for r in finals),
-                        "wall_s": float(np.mean([float(r["wall_s"]) for r in finals]))})
+        summary.append(
+            {
+                "group": group,
+                "variant": label,
+                "seeds": len(seeds),
+                "final_success_mean": float(np.mean([float(r["eval_success"]) for r in finals])),
+                "final_success_std": float(np.std([float(r["eval_success"]) for r in finals])),
+                "auc_success": float(np.mean([p[1] for p in curve])),
+                "samples_to_0.9": common.describe_crossing(common.first_crossing(curve, 0.9), b["env_steps"]),
+                "new_llm_calls": float(np.mean(calls)),
+                "distinct_prompts_seen": max(float(r.get("llm_calls") or 0) for r in finals),
+                "wall_s": float(np.mean([float(r["wall_s"]) for r in finals])),
+            }
+        )
     common.write_csv(folder / "train_summary.csv", summary)
     for fname, groups in (("train_k_alpha.png", ("k", "alpha")), ("train_prior.png", ("prior",))):
         panels = []
@@ -283,20 +365,40 @@ def part_train(quick: bool, folder: Path, n_seeds: int, store: ModelStore) -> li
             sub = [r for r in rows if r["group"] == g]
             if not sub:
                 continue
-            curves = {k[0]: [(x, m, s) for x, m, s, _ in pts]
-                      for k, pts in common.mean_std(sub, ["variant"], "env_steps", "eval_success").items()}
-            panels.append({"curves": curves, "xlabel": "environment samples", "ylabel": "success rate",
-                           "title": {"k": "candidates k", "alpha": "argmax vs Boltzmann softmax(β·Q)",
-                                     "prior": "candidate source / prompt"}[g]})
+            curves = {
+                k[0]: [(x, m, s) for x, m, s, _ in pts]
+                for k, pts in common.mean_std(sub, ["variant"], "env_steps", "eval_success").items()
+            }
+            panels.append(
+                {
+                    "curves": curves,
+                    "xlabel": "environment samples",
+                    "ylabel": "success rate",
+                    "title": {
+                        "k": "candidates k",
+                        "alpha": "argmax vs Boltzmann softmax(β·Q)",
+                        "prior": "candidate source / prompt",
+                    }[g],
+                }
+            )
         if panels:
-            common.plot_panels(panels, folder / fname, width=5.0 if len(panels) == 1 else 4.2,
-                               title=f"DQN-Prior on Tomato Salad, one knob changed ({n_seeds} seed(s))")
+            common.plot_panels(
+                panels,
+                folder / fname,
+                width=5.0 if len(panels) == 1 else 4.2,
+                title=f"DQN-Prior on Tomato Salad, one knob changed ({n_seeds} seed(s))",
+            )
     print(common.markdown_table(summary, list(summary[0])))
     return summary
 
 
-def run(quick: bool = False, out: Optional[str] = None, seeds: Optional[int] = None,
-        parts: Optional[list[str]] = None, store: Optional[ModelStore] = None) -> Path:
+def run(
+    quick: bool = False,
+    out: Optional[str] = None,
+    seeds: Optional[int] = None,
+    parts: Optional[list[str]] = None,
+    store: Optional[ModelStore] = None,
+) -> Path:
     """The selected parts, every one using ``store`` (a :class:`prior_rl.run.ModelStore`; default a new one)."""
     from prior_rl.run import ModelStore
 

@@ -26,7 +26,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import envs
 
@@ -63,6 +63,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 # ---- argument types: each rejects bad values with a message that says what is accepted ----------------------
+
 
 def _int(text: str) -> int:
     try:
@@ -105,7 +106,9 @@ def _optional_steps(text: str) -> Optional[int]:
         return None
     value = _int(text)
     if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of steps (or 0 / none for the default), got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"must be a positive number of steps (or 0 / none for the default), got {text!r}"
+        )
     return value
 
 
@@ -116,6 +119,7 @@ def env_name(text: str) -> str:
 
 
 # ---- file checks, done before anything is loaded ------------------------------------------------------------
+
 
 def _nearest_existing(path: Path) -> Path:
     path = path.absolute()
@@ -136,8 +140,9 @@ def _check_writable_dir(path: Path, flag: str, value: Path) -> None:
     try:
         fd, probe = tempfile.mkstemp(dir=base, prefix=".prior-rl-write-test-")
     except OSError as exc:
-        raise UsageError(f"{flag} {value}: cannot write in {base} ({exc.strerror or exc}); "
-                         f"choose a writable {flag}") from None
+        raise UsageError(
+            f"{flag} {value}: cannot write in {base} ({exc.strerror or exc}); choose a writable {flag}"
+        ) from None
     os.close(fd)
     os.unlink(probe)
 
@@ -148,8 +153,10 @@ def _check_out_file(path: Path) -> None:
     if path.is_dir():
         raise UsageError(f"--out {path} is a directory; give a file name such as {path / 'salad.jsonl.gz'}")
     if not path.name.lower().endswith(datasets.JSONL_SUFFIXES):
-        raise UsageError(f"--out {path}: datasets are written as JSON lines; end the name in one of "
-                         f"{', '.join(datasets.JSONL_SUFFIXES)} (e.g. data/salad.jsonl.gz)")
+        raise UsageError(
+            f"--out {path}: datasets are written as JSON lines; end the name in one of "
+            f"{', '.join(datasets.JSONL_SUFFIXES)} (e.g. data/salad.jsonl.gz)"
+        )
     _check_writable_dir(path.parent, "--out", path)
 
 
@@ -157,8 +164,10 @@ def _check_dataset_file(path: Path) -> None:
     from prior_rl.io import datasets
 
     if not path.exists():
-        raise UsageError(f"--dataset {path} does not exist; give an existing dataset file, or generate one with "
-                         f"'{PROG} dataset --out FILE' (or use --dataset-size N to generate one in memory)")
+        raise UsageError(
+            f"--dataset {path} does not exist; give an existing dataset file, or generate one with "
+            f"'{PROG} dataset --out FILE' (or use --dataset-size N to generate one in memory)"
+        )
     if not path.is_file():
         raise UsageError(f"--dataset {path} is not a file")
     try:
@@ -169,28 +178,58 @@ def _check_dataset_file(path: Path) -> None:
 
 # ---- parser -------------------------------------------------------------------------------------------------
 
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", type=env_name, default=None, help=f"environment: one of {', '.join(envs.names())}")
     p.add_argument("--seed", type=nonnegative_int, default=0)
-    p.add_argument("--llm", default="smollm2", help="LLM prior: 'smollm2' (embedded), a local HF dir or a .gguf file; 'expert-mix:P' is a synthetic prior with P on the env's expert command (alfworld-pick)")
+    p.add_argument(
+        "--llm",
+        default="smollm2",
+        help="LLM prior: 'smollm2' (embedded), a local HF dir or a .gguf file; 'expert-mix:P' is a synthetic prior "
+        "with P on the env's expert command (alfworld-pick)",
+    )
     p.add_argument("--encoder", default="minilm", help="Q features: 'minilm' (embedded) or a local HF BERT dir")
     p.add_argument("--k", type=positive_int, default=5, help="prior candidates per state (paper: 5)")
-    p.add_argument("--prior-mode", choices=("exact", "generate"), default="exact",
-                   help="exact: sample candidates from the exact prior over admissible actions; "
-                        "generate: k LLM generations mapped to actions (the paper's rule)")
-    p.add_argument("--prompt", choices=("env", "paper", "chat"), default="env",
-                   help="env: the environment's prompt, actions scored as its continuation (TWOSOME); "
-                        "paper: RL-LLM-Prior's query listing the admissible actions; chat: that in the chat template")
-    p.add_argument("--history", type=nonnegative_int, default=0, metavar="H",
-                   help="show the last H (state, action) steps in the paper/chat Overcooked prompt (reference: 5)")
-    p.add_argument("--sum-logprobs", action="store_true",
-                   help="score actions by summed token log-probs (default: mean, TWOSOME's normalisation)")
+    p.add_argument(
+        "--prior-mode",
+        choices=("exact", "generate"),
+        default="exact",
+        help="exact: sample candidates from the exact prior over admissible actions; "
+        "generate: k LLM generations mapped to actions (the paper's rule)",
+    )
+    p.add_argument(
+        "--prompt",
+        choices=("env", "paper", "chat"),
+        default="env",
+        help="env: the environment's prompt, actions scored as its continuation (TWOSOME); "
+        "paper: RL-LLM-Prior's query listing the admissible actions; chat: that in the chat template",
+    )
+    p.add_argument(
+        "--history",
+        type=nonnegative_int,
+        default=0,
+        metavar="H",
+        help="show the last H (state, action) steps in the paper/chat Overcooked prompt (reference: 5)",
+    )
+    p.add_argument(
+        "--sum-logprobs",
+        action="store_true",
+        help="score actions by summed token log-probs (default: mean, TWOSOME's normalisation)",
+    )
     p.add_argument("--feature-style", default=None, choices=("paper", "paper_alfworld", "task"))
-    p.add_argument("--max-episode-steps", type=_optional_steps, default=None,
-                   help="per-episode step cap (default: 31 Tomato, 51 Salad, 20 Frozen Lake, 50 ALFWorld)")
+    p.add_argument(
+        "--max-episode-steps",
+        type=_optional_steps,
+        default=None,
+        help="per-episode step cap (default: 31 Tomato, 51 Salad, 20 Frozen Lake, 50 ALFWorld)",
+    )
     p.add_argument("--eval-episodes", type=positive_int, default=10)
-    p.add_argument("--devices", type=positive_int, default=1,
-                   help="run each update data-parallel over this many devices (the minibatch is split)")
+    p.add_argument(
+        "--devices",
+        type=positive_int,
+        default=1,
+        help="run each update data-parallel over this many devices (the minibatch is split)",
+    )
     p.add_argument("--run-dir", default=None, help="where logs, plots and checkpoints go")
     p.add_argument("--checkpoint-every", type=nonnegative_int, default=0, help="updates between checkpoints (0 = none)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --run-dir")
@@ -208,18 +247,26 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--env-steps", type=positive_int, default=2000, help="environment samples (summed over copies)")
     t.add_argument("--num-envs", type=positive_int, default=4)
     t.add_argument("--epsilon", type=probability, default=0.2)
-    t.add_argument("--inv-temperature", type=positive_float, default=None,
-                   help="Boltzmann over candidates with softmax(inv_temp·Q) (the reference's --alpha 10)")
+    t.add_argument(
+        "--inv-temperature",
+        type=positive_float,
+        default=None,
+        help="Boltzmann over candidates with softmax(inv_temp·Q) (the reference's --alpha 10)",
+    )
     t.add_argument("--eval-every", type=positive_int, default=500)
     t.add_argument("--llm-sample", action="store_true", help="pure-LLM policy samples instead of greedy")
 
     o = sub.add_parser("offline", help="offline training (CQL-Prior, CQL)")
     _common(o)
     o.add_argument("--algo", default="cql-prior", help=f"one of {OFFLINE_ALGOS_HELP}")
-    o.add_argument("--dataset", default=None,
-                   help="dataset file: JSON lines (.jsonl, .jsonl.gz) or the paper's raw_lettuce_data_bala752000.pkl")
-    o.add_argument("--dataset-size", type=positive_int, default=None,
-                   help="sub-sample to / generate this many transitions")
+    o.add_argument(
+        "--dataset",
+        default=None,
+        help="dataset file: JSON lines (.jsonl, .jsonl.gz) or the paper's raw_lettuce_data_bala752000.pkl",
+    )
+    o.add_argument(
+        "--dataset-size", type=positive_int, default=None, help="sub-sample to / generate this many transitions"
+    )
     o.add_argument("--updates", type=positive_int, default=10_000)
     o.add_argument("--eval-every", type=positive_int, default=500)
     o.add_argument("--cql-beta", type=nonnegative_float, default=5.0)
@@ -235,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---- commands -----------------------------------------------------------------------------------------------
+
 
 def _run_dataset(args: argparse.Namespace) -> int:
     out = Path(args.out)
@@ -263,26 +311,53 @@ def _run_training(args: argparse.Namespace) -> int:
             raise UsageError("give a dataset: --dataset FILE, or --dataset-size N to generate N transitions")
         if args.dataset is not None:
             _check_dataset_file(Path(args.dataset))
-    common = dict(env=env, seed=args.seed, llm=args.llm, encoder=args.encoder, k=args.k, prior_mode=args.prior_mode,
-                  prompt=args.prompt, length_normalize=not args.sum_logprobs, history=args.history,
-                  feature_style=args.feature_style, max_episode_steps=args.max_episode_steps,
-                  eval_episodes=args.eval_episodes, devices=args.devices, run_dir=run_dir,
-                  checkpoint_every=args.checkpoint_every,
-                  resume=args.resume, progress=not args.no_progress)
+    common = dict(
+        env=env,
+        seed=args.seed,
+        llm=args.llm,
+        encoder=args.encoder,
+        k=args.k,
+        prior_mode=args.prior_mode,
+        prompt=args.prompt,
+        length_normalize=not args.sum_logprobs,
+        history=args.history,
+        feature_style=args.feature_style,
+        max_episode_steps=args.max_episode_steps,
+        eval_episodes=args.eval_episodes,
+        devices=args.devices,
+        run_dir=run_dir,
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
     # building the config checks the remaining names (--algo) before anything is loaded
     if args.command == "train":
         from prior_rl.train import TrainConfig, train
 
-        config = TrainConfig(algo=args.algo, env_steps=args.env_steps, num_envs=args.num_envs,
-                             epsilon=args.epsilon, inv_temperature=args.inv_temperature,
-                             eval_every=args.eval_every, llm_sample=args.llm_sample, **common)
+        config = TrainConfig(
+            algo=args.algo,
+            env_steps=args.env_steps,
+            num_envs=args.num_envs,
+            epsilon=args.epsilon,
+            inv_temperature=args.inv_temperature,
+            eval_every=args.eval_every,
+            llm_sample=args.llm_sample,
+            **common,
+        )
         run: Callable = train
     else:
         from prior_rl.offline import OfflineConfig, train_offline
 
-        config = OfflineConfig(algo=args.algo, dataset=args.dataset, dataset_size=args.dataset_size,
-                               updates=args.updates, eval_every=args.eval_every, cql_beta=args.cql_beta,
-                               plot=True, **common)
+        config = OfflineConfig(
+            algo=args.algo,
+            dataset=args.dataset,
+            dataset_size=args.dataset_size,
+            updates=args.updates,
+            eval_every=args.eval_every,
+            cql_beta=args.cql_beta,
+            plot=True,
+            **common,
+        )
         run = train_offline
     result = run(config)
     last = result.history[-1]

@@ -58,11 +58,15 @@ def check_args(where: str, **args: Any) -> None:
         expected = tuple(sizes.setdefault(sym, (d, name))[0] for d, sym in zip(shape, dims))
         if expected != shape:
             seen = ", ".join(f"{sym} = {sizes[sym][0]} from {sizes[sym][1]}" for sym in dims)
-            chex.assert_shape(x, expected, custom_message=(
-                f"{where}: {name} has shape {shape}, expected {want} with {seen}"))
+            chex.assert_shape(
+                x, expected, custom_message=(f"{where}: {name} has shape {shape}, expected {want} with {seen}")
+            )
         if len(spec) > 2:
-            chex.assert_type(x, spec[2], custom_message=(
-                f"{where}: {name} should have {_KIND[spec[2]]} dtype, got {jnp.result_type(x)}"))
+            chex.assert_type(
+                x,
+                spec[2],
+                custom_message=(f"{where}: {name} should have {_KIND[spec[2]]} dtype, got {jnp.result_type(x)}"),
+            )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -95,8 +99,13 @@ def prior_td_target(r_t: Array, discount_t: Array, q_t: Array, mask_t: Array) ->
 
     r_t, discount_t: []; q_t, mask_t: [k].  Returns []. With no valid candidate the bootstrap is 0.
     """
-    check_args("prior_td_target", r_t=(r_t, "", float), discount_t=(discount_t, "", float), q_t=(q_t, "k", float),
-               mask_t=(mask_t, "k"))
+    check_args(
+        "prior_td_target",
+        r_t=(r_t, "", float),
+        discount_t=(discount_t, "", float),
+        q_t=(q_t, "k", float),
+        mask_t=(mask_t, "k"),
+    )
     return r_t + discount_t * masked_max(q_t, mask_t)
 
 
@@ -106,8 +115,13 @@ def soft_prior_td_target(r_t: Array, discount_t: Array, q_t: Array, mask_t: Arra
     The mean (not the sum) makes it a Monte-Carlo estimate of V*(s) = α log E_{a∼p_LLM} exp(Q/α); as α → 0 it
     tends to the max backup. Shapes as in :func:`prior_td_target`.
     """
-    check_args("soft_prior_td_target", r_t=(r_t, "", float), discount_t=(discount_t, "", float),
-               q_t=(q_t, "k", float), mask_t=(mask_t, "k"))
+    check_args(
+        "soft_prior_td_target",
+        r_t=(r_t, "", float),
+        discount_t=(discount_t, "", float),
+        q_t=(q_t, "k", float),
+        mask_t=(mask_t, "k"),
+    )
     n = jnp.sum(mask_t.astype(q_t.dtype), axis=-1)
     v = alpha * (masked_logsumexp(q_t / alpha, mask_t) - jnp.log(jnp.maximum(n, 1.0)))
     return r_t + discount_t * jnp.where(n > 0, v, 0.0)
@@ -130,9 +144,7 @@ def prior_td_error(
     return lax.stop_gradient(y) - q_tm1_a
 
 
-def masked_q_learning(
-    q_tm1: Array, a_tm1: Array, r_t: Array, discount_t: Array, q_t: Array, mask_t: Array
-) -> Array:
+def masked_q_learning(q_tm1: Array, a_tm1: Array, r_t: Array, discount_t: Array, q_t: Array, mask_t: Array) -> Array:
     """rlax-style ``q_learning`` over a padded action set: TD error for Q-values q_tm1 [n] indexed by a_tm1 [].
 
     Used when Q is a vector over the admissible actions (plain DQN) rather than a score of one φ(s,a).
@@ -196,8 +208,14 @@ def td_loss(
     reward instead of each sample's own. ``sum_scale`` replaces the batch size in the 'sum' reduction (used by the
     data-parallel step; not supported together with the bug flag, whose loss does not split over shards).
     """
-    check_args("td_loss", q_tm1_a=(q_tm1_a, "B", float), r_t=(r_t, "B", float),
-               discount_t=(discount_t, "B", float), q_t=(q_t, "B k", float), mask_t=(mask_t, "B k"))
+    check_args(
+        "td_loss",
+        q_tm1_a=(q_tm1_a, "B", float),
+        r_t=(r_t, "B", float),
+        discount_t=(discount_t, "B", float),
+        q_t=(q_t, "B k", float),
+        mask_t=(mask_t, "B k"),
+    )
     if reference_broadcast_bug:
         if soft_alpha is None:
             v_t = jax.vmap(masked_max)(q_t, mask_t)
@@ -206,9 +224,7 @@ def td_loss(
         targets = lax.stop_gradient(reference_broadcast_targets(r_t, discount_t, v_t))
         sq = (q_tm1_a[:, None] - targets) ** 2
         return jnp.sum(sq) if reduction == "sum" else jnp.mean(sq)
-    err = jax.vmap(prior_td_error, in_axes=(0, 0, 0, 0, 0, None))(
-        q_tm1_a, r_t, discount_t, q_t, mask_t, soft_alpha
-    )
+    err = jax.vmap(prior_td_error, in_axes=(0, 0, 0, 0, 0, None))(q_tm1_a, r_t, discount_t, q_t, mask_t, soft_alpha)
     return _reduce(err**2, reduction, sum_scale)
 
 
@@ -223,15 +239,14 @@ def cql_loss(q_tm1: Array, mask_tm1: Array, q_tm1_a: Array, beta: float = 5.0) -
 # ---------------------------------------------------------------------------------------------------------------
 def ppo_clip_loss(logp_t: Array, logp_old_t: Array, adv_t: Array, epsilon: float = 0.2) -> Array:
     """−min(ρ·A, clip(ρ, 1−ε, 1+ε)·A) with ρ = exp(logπ_θ(a|s) − logπ_old(a|s)).  Scalars in, scalar out."""
-    check_args("ppo_clip_loss", logp_t=(logp_t, "", float), logp_old_t=(logp_old_t, "", float),
-               adv_t=(adv_t, "", float))
+    check_args(
+        "ppo_clip_loss", logp_t=(logp_t, "", float), logp_old_t=(logp_old_t, "", float), adv_t=(adv_t, "", float)
+    )
     ratio = jnp.exp(logp_t - logp_old_t)
     return -jnp.minimum(ratio * adv_t, jnp.clip(ratio, 1.0 - epsilon, 1.0 + epsilon) * adv_t)
 
 
-def value_loss(
-    v_t: Array, return_t: Array, v_old_t: Optional[Array] = None, clip: Optional[float] = None
-) -> Array:
+def value_loss(v_t: Array, return_t: Array, v_old_t: Optional[Array] = None, clip: Optional[float] = None) -> Array:
     """(V(s) − R)², or with ``clip`` the PPO2 pessimistic max of the clipped and unclipped errors.  Scalars."""
     check_args("value_loss", v_t=(v_t, "", float), return_t=(return_t, "", float), v_old_t=(v_old_t, "", float))
     unclipped = (v_t - return_t) ** 2
@@ -282,10 +297,18 @@ def ppo_loss(
     logits, mask: [B, n] over the admissible set; a_t: [B] int index into it; logp_old_t, adv_t, v_t, return_t: [B];
     prior_logp: [B, n] (needed when kl_coef > 0). Returns (loss, metrics). ``kl_coef = 0`` is plain PPO.
     """
-    check_args("ppo_loss", logits=(logits, "B n", float), mask=(mask, "B n"), a_t=(a_t, "B", int),
-               logp_old_t=(logp_old_t, "B", float), adv_t=(adv_t, "B", float), v_t=(v_t, "B", float),
-               return_t=(return_t, "B", float), prior_logp=(prior_logp, "B n", float),
-               v_old_t=(v_old_t, "B", float))
+    check_args(
+        "ppo_loss",
+        logits=(logits, "B n", float),
+        mask=(mask, "B n"),
+        a_t=(a_t, "B", int),
+        logp_old_t=(logp_old_t, "B", float),
+        adv_t=(adv_t, "B", float),
+        v_t=(v_t, "B", float),
+        return_t=(return_t, "B", float),
+        prior_logp=(prior_logp, "B n", float),
+        v_old_t=(v_old_t, "B", float),
+    )
     logp_all = masked_log_softmax(logits, mask)
     logp_t = jnp.take_along_axis(logp_all, a_t[:, None].astype(jnp.int32), axis=-1)[:, 0]
     pg = jnp.mean(jax.vmap(ppo_clip_loss, in_axes=(0, 0, 0, None))(logp_t, logp_old_t, adv_t, clip_eps))
@@ -294,10 +317,13 @@ def ppo_loss(
     else:
         vl = jnp.mean(jax.vmap(value_loss, in_axes=(0, 0, 0, None))(v_t, return_t, v_old_t, vf_clip))
     ent = jnp.mean(jax.vmap(entropy)(logits, mask))
-    metrics = {"pg_loss": pg, "value_loss": vl, "entropy": ent,
-               "approx_kl_old": jnp.mean(logp_old_t - logp_t),
-               "clip_frac": jnp.mean((jnp.abs(jnp.exp(logp_t - logp_old_t) - 1.0) > clip_eps)
-                                     .astype(jnp.float32))}
+    metrics = {
+        "pg_loss": pg,
+        "value_loss": vl,
+        "entropy": ent,
+        "approx_kl_old": jnp.mean(logp_old_t - logp_t),
+        "clip_frac": jnp.mean((jnp.abs(jnp.exp(logp_t - logp_old_t) - 1.0) > clip_eps).astype(jnp.float32)),
+    }
     loss = pg + vf_coef * vl - ent_coef * ent
     if prior_logp is not None:
         kl = jnp.mean(jax.vmap(kl_to_prior)(logits, prior_logp, mask))
@@ -322,11 +348,20 @@ def generalized_advantage_estimation(
     values: [T + 1], V(s_0..s_T). Returns (advantages [T], returns [T] = advantages + values[:-1]).
     See :func:`gae_with_truncation` for [T, N] rollouts with auto-reset (terminations *and* truncations).
     """
-    check_args("generalized_advantage_estimation", r_t=(r_t, "T", float), discount_t=(discount_t, "T", float),
-               values=(values, "T1", float))
-    chex.assert_shape(values, (jnp.shape(r_t)[0] + 1,), custom_message=(
-        f"generalized_advantage_estimation: values should be [T + 1] = [{jnp.shape(r_t)[0] + 1}], "
-        f"got shape {tuple(jnp.shape(values))}"))
+    check_args(
+        "generalized_advantage_estimation",
+        r_t=(r_t, "T", float),
+        discount_t=(discount_t, "T", float),
+        values=(values, "T1", float),
+    )
+    chex.assert_shape(
+        values,
+        (jnp.shape(r_t)[0] + 1,),
+        custom_message=(
+            f"generalized_advantage_estimation: values should be [T + 1] = [{jnp.shape(r_t)[0] + 1}], "
+            f"got shape {tuple(jnp.shape(values))}"
+        ),
+    )
     deltas = r_t + discount_t * values[1:] - values[:-1]
 
     def step(carry, x):
@@ -368,9 +403,15 @@ def gae_with_truncation(
     ``scan`` iteration *before* the add that consumes it and handed over in the carry: the scan runs T + 1 steps
     over inputs padded by one row, and no multiply ever meets its add inside one loop body.
     """
-    check_args("gae_with_truncation", rewards=(rewards, "T N", float), terminated=(terminated, "T N", bool),
-               truncated=(truncated, "T N", bool), values=(values, "T N", float),
-               next_values=(next_values, "T N", float), last_values=(last_values, "N", float))
+    check_args(
+        "gae_with_truncation",
+        rewards=(rewards, "T N", float),
+        terminated=(terminated, "T N", bool),
+        truncated=(truncated, "T N", bool),
+        values=(values, "T N", float),
+        next_values=(next_values, "T N", float),
+        last_values=(last_values, "N", float),
+    )
     following = jnp.concatenate([values[1:], last_values[None]], axis=0)  # V(s_{t+1})
     v_next = jnp.where(truncated & ~terminated, next_values, jnp.where(terminated, 0.0, following))
     boundary = terminated | truncated
@@ -378,8 +419,12 @@ def gae_with_truncation(
     zero = jnp.zeros_like(values[:1])
     # iteration s (s = T, ..., 0) finishes step s with the products carried in, then forms step s - 1's products;
     # s = T is a dummy step with zero inputs, so A[T] = 0 as the numpy loop's initial carry
-    xs = (jnp.concatenate([rewards, zero]), jnp.concatenate([values, zero]),
-          jnp.concatenate([zero, v_next]), jnp.concatenate([jnp.zeros_like(boundary[:1]), boundary]))
+    xs = (
+        jnp.concatenate([rewards, zero]),
+        jnp.concatenate([values, zero]),
+        jnp.concatenate([zero, v_next]),
+        jnp.concatenate([jnp.zeros_like(boundary[:1]), boundary]),
+    )
 
     def step(carry, x):
         gamma_v_next, coef_next_adv = carry  # gamma * v_next[s], (gamma * lam) * where(boundary[s], 0, A[s + 1])

@@ -18,7 +18,8 @@ reference's network starts from (method.md §3.6); ``init_scheme="lecun"`` gives
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import flax.linen as nn
 import jax
@@ -102,8 +103,9 @@ class PolicyValueNetwork(nn.Module):
     ) -> tuple[Array, Array]:
         # no bias on the score's output: a shift common to all actions cancels in the softmax, so its gradient is
         # 0 up to rounding, which Adam would blow up into lr-sized noise steps
-        score_mlp = MLP(self.hidden, 1, self.init_scheme, zero_last=self.add_prior_logits, last_bias=False,
-                        name="score")
+        score_mlp = MLP(
+            self.hidden, 1, self.init_scheme, zero_last=self.add_prior_logits, last_bias=False, name="score"
+        )
         score = score_mlp(act_feat)[..., 0]
         if self.add_prior_logits:
             if prior_logp is None:

@@ -13,7 +13,8 @@ One call runs a whole ``lax.scan`` of updates, so blocking per call costs little
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 import jax
 import numpy as np
@@ -57,8 +58,9 @@ def make_sharded_update(agent: Agent, mesh: Mesh, axis_name: str = "data") -> Ca
     step = make_update_step(agent.loss, agent.apply_gradients, axis_name=axis_name, num_shards=n)
     update_fn = scan_updates(step, agent.prepare)  # with a table: per-step gather of the local shard's rows
 
-    sharded = jax.jit(jax.shard_map(update_fn, mesh=mesh, in_specs=(P(), P(None, axis_name), P()),
-                                    out_specs=(P(), P())))
+    sharded = jax.jit(
+        jax.shard_map(update_fn, mesh=mesh, in_specs=(P(), P(None, axis_name), P()), out_specs=(P(), P()))
+    )
 
     def update(state, batches, table=None):
         b = jax.tree.leaves(batches)[0].shape[1]

@@ -19,7 +19,8 @@ passing it to them.
 from __future__ import annotations
 
 import functools
-from typing import Any, Hashable, NamedTuple, Optional, Union
+from collections.abc import Hashable
+from typing import Any, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -66,8 +67,15 @@ class IndexedTransition(NamedTuple):
 def materialize(batch: IndexedTransition, table: Array) -> Transition:
     """Gather features from ``table`` [N, D]; works for any leading batch shape."""
     take = lambda idx: jnp.take(table, idx, axis=0)
-    return Transition(take(batch.obs_idx), take(batch.cand_idx), batch.cand_mask, batch.reward, batch.discount,
-                      take(batch.next_idx), batch.next_mask)
+    return Transition(
+        take(batch.obs_idx),
+        take(batch.cand_idx),
+        batch.cand_mask,
+        batch.reward,
+        batch.discount,
+        take(batch.next_idx),
+        batch.next_mask,
+    )
 
 
 class ReplayState(NamedTuple):
@@ -104,7 +112,7 @@ def add_batch(state: ReplayState, items: PyTree) -> ReplayState:
     cap = jax.tree.leaves(state.data)[0].shape[0]
     n = jax.tree.leaves(items)[0].shape[0]
     if n > cap:  # only the newest `cap` items survive; dropping the rest statically avoids duplicate scatter slots
-        items = jax.tree.map(lambda x: x[n - cap:], items)
+        items = jax.tree.map(lambda x: x[n - cap :], items)
         start, n = (state.pos + (n - cap)) % cap, cap
     else:
         start = state.pos

@@ -22,6 +22,19 @@ from prior_rl.run import (  # noqa: F401  (re-exported names)
 )
 
 __all__ = [
-    "ALGOS", "DEFAULT_EPISODE_STEPS", "PRIOR_ALGOS", "PROMPTS", "VALUE_ALGOS", "ModelStore", "NonFiniteLossError",
-    "RunConfig", "TrainConfig", "TrainResult", "evaluate", "make_env", "make_q_agent", "make_replay_update", "train",
+    "ALGOS",
+    "DEFAULT_EPISODE_STEPS",
+    "PRIOR_ALGOS",
+    "PROMPTS",
+    "VALUE_ALGOS",
+    "ModelStore",
+    "NonFiniteLossError",
+    "RunConfig",
+    "TrainConfig",
+    "TrainResult",
+    "evaluate",
+    "make_env",
+    "make_q_agent",
+    "make_replay_update",
+    "train",
 ]

@@ -33,8 +33,11 @@ def _resolve(env: str, default: Path, files: tuple[str, ...], what: str) -> Path
     missing = [name for name in files if not (path / name).is_file()]
     if missing:
         source = f"${env}={raw}" if raw else f"${env} unset, default {default}"
-        pytest.skip(f"{what} not found ({missing[0]} missing in {path}; {source}): set ${env} to the folder "
-                    f"holding them, or place them in {default}", allow_module_level=True)
+        pytest.skip(
+            f"{what} not found ({missing[0]} missing in {path}; {source}): set ${env} to the folder "
+            f"holding them, or place them in {default}",
+            allow_module_level=True,
+        )
     return path
 
 

@@ -14,8 +14,15 @@ T, F = True, False
 def random_batches(rng, U, B, k, D):
     r = lambda *s: jnp.asarray(rng.normal(size=s), jnp.float32)
     mask = lambda: jnp.asarray(rng.random((U, B, k)) < 0.8).at[..., 0].set(True)
-    return Transition(r(U, B, D), r(U, B, k, D), mask(), r(U, B),
-                      jnp.asarray(rng.random((U, B)) < 0.8, jnp.float32), r(U, B, k, D), mask())
+    return Transition(
+        r(U, B, D),
+        r(U, B, k, D),
+        mask(),
+        r(U, B),
+        jnp.asarray(rng.random((U, B)) < 0.8, jnp.float32),
+        r(U, B, k, D),
+        mask(),
+    )
 
 
 # -- action selection -------------------------------------------------------------------------------------------
@@ -24,8 +31,9 @@ def test_boltzmann_frequencies_with_duplicates_follow_prior_times_exp_q():
     q = jnp.array([0.1, 0.1, 0.3, -0.2, 5.0])
     mask = jnp.array([T, T, T, T, F])
     beta, n = 10.0, 40000
-    idx = agents.select_action(jax.random.key(0), jnp.broadcast_to(q, (n, 5)), jnp.broadcast_to(mask, (n, 5)),
-                               0.0, beta)
+    idx = agents.select_action(
+        jax.random.key(0), jnp.broadcast_to(q, (n, 5)), jnp.broadcast_to(mask, (n, 5)), 0.0, beta
+    )
     action = np.array([0, 0, 1, 2, -1])[np.asarray(idx)]
     assert not np.any(action == -1)
     p_hat = np.array([0.5, 0.25, 0.25])
@@ -42,11 +50,13 @@ def test_epsilon_greedy_and_greedy_selection():
     # greedy: first of the tied maxima, padding never chosen
     assert int(agents.select_action(jax.random.key(1), q, mask)) == 1
     n = 20000
-    idx = np.asarray(agents.select_action(jax.random.key(2), jnp.broadcast_to(q, (n, 5)),
-                                          jnp.broadcast_to(mask, (n, 5)), 1.0))
+    idx = np.asarray(
+        agents.select_action(jax.random.key(2), jnp.broadcast_to(q, (n, 5)), jnp.broadcast_to(mask, (n, 5)), 1.0)
+    )
     np.testing.assert_allclose(np.bincount(idx, minlength=5) / n, [0.25, 0.25, 0.25, 0.25, 0.0], atol=0.015)
-    idx = np.asarray(agents.select_action(jax.random.key(3), jnp.broadcast_to(q, (n, 5)),
-                                          jnp.broadcast_to(mask, (n, 5)), 0.2))
+    idx = np.asarray(
+        agents.select_action(jax.random.key(3), jnp.broadcast_to(q, (n, 5)), jnp.broadcast_to(mask, (n, 5)), 0.2)
+    )
     np.testing.assert_allclose(np.bincount(idx, minlength=5) / n, [0.05, 0.85, 0.05, 0.05, 0.0], atol=0.015)
 
 
@@ -69,8 +79,9 @@ def test_polyak_target_update():
     for a, b in zip(jax.tree.leaves(s0.params), jax.tree.leaves(s0.target_params)):
         np.testing.assert_array_equal(a, b)  # target starts as a copy
     s1, _ = agent.update(s0, random_batches(np.random.default_rng(0), 1, 16, 3, 8))
-    for t0, t1, p1 in zip(jax.tree.leaves(s0.target_params), jax.tree.leaves(s1.target_params),
-                          jax.tree.leaves(s1.params)):
+    for t0, t1, p1 in zip(
+        jax.tree.leaves(s0.target_params), jax.tree.leaves(s1.target_params), jax.tree.leaves(s1.params)
+    ):
         np.testing.assert_allclose(t1, 0.9 * t0 + 0.1 * p1, rtol=1e-6, atol=1e-7)
     assert int(s1.step) == 1
     assert not all(np.allclose(a, b) for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s1.target_params)))
@@ -83,7 +94,7 @@ def test_hard_target_update_every_period():
     batches = random_batches(np.random.default_rng(1), 5, 16, 3, 8)
     history = []
     for i in range(5):
-        state, _ = agent.update(state, jax.tree.map(lambda x: x[i:i + 1], batches))
+        state, _ = agent.update(state, jax.tree.map(lambda x: x[i : i + 1], batches))
         history.append((jax.tree.leaves(state.params), jax.tree.leaves(state.target_params)))
     for step in (1, 2):  # before the first copy: the initial target
         for a, b in zip(history[step - 1][1], init_target):
@@ -104,6 +115,7 @@ def test_target_updates_and_apply_updates_are_bit_identical_to_the_hand_written_
     """The pinned-metrics test compares whole runs bit for bit, so the optax-based helpers must round exactly like
     the expressions they replaced (under jit too, where XLA fuses the arithmetic)."""
     import optax
+
     from prior_rl.agents import common
 
     wrap = jax.jit if jit else (lambda f, **kw: f)
@@ -137,12 +149,18 @@ def test_q_agent_rejects_malformed_inputs_with_readable_messages():
         agent.act(state, jax.random.key(1), feats, jnp.ones((3, 5), bool))
     with pytest.raises(AssertionError, match=r"act: cand_feat should have a floating-point dtype"):
         agent.act(state, jax.random.key(1), jnp.zeros((3, 4, 8), jnp.int32), mask)
-    with pytest.raises(AssertionError, match=r"act: cand_feat has feature size D = 6 but the network was "
-                                             r"initialised with D = 8"):
+    with pytest.raises(
+        AssertionError,
+        match=r"act: cand_feat has feature size D = 6 but the network was "
+        r"initialised with D = 8",
+    ):
         agent.act(state, jax.random.key(1), jnp.zeros((3, 4, 6)), mask)
     good = random_batches(np.random.default_rng(0), 2, 16, 3, 8)
-    with pytest.raises(AssertionError, match=r"update: reward has shape \(2, 15\), expected \[U, B\] with U = 2 "
-                                             r"from obs_feat, B = 16 from obs_feat"):
+    with pytest.raises(
+        AssertionError,
+        match=r"update: reward has shape \(2, 15\), expected \[U, B\] with U = 2 "
+        r"from obs_feat, B = 16 from obs_feat",
+    ):
         agent.update(state, good._replace(reward=good.reward[:, :15]))
     with pytest.raises(AssertionError, match=r"update: next_mask has shape \(2, 16, 2\)"):
         agent.update(state, good._replace(next_mask=good.next_mask[..., :2]))
@@ -153,9 +171,19 @@ def test_q_agent_rejects_malformed_inputs_with_readable_messages():
         agent.update_step(state, one._replace(cand_feat=one.cand_feat[:15]))
     with pytest.raises(AssertionError, match=r"update: table should have a floating-point dtype"):
         rows = jnp.zeros((2, 16), jnp.int32)
-        agent.update(state, IndexedTransition(rows, jnp.zeros((2, 16, 3), jnp.int32), good.cand_mask, good.reward,
-                                              good.discount, jnp.zeros((2, 16, 3), jnp.int32), good.next_mask),
-                     jnp.zeros((5, 8), jnp.int32))
+        agent.update(
+            state,
+            IndexedTransition(
+                rows,
+                jnp.zeros((2, 16, 3), jnp.int32),
+                good.cand_mask,
+                good.reward,
+                good.discount,
+                jnp.zeros((2, 16, 3), jnp.int32),
+                good.next_mask,
+            ),
+            jnp.zeros((5, 8), jnp.int32),
+        )
     agent.update(state, good)  # the well-formed batch passes
 
 
@@ -168,8 +196,16 @@ def test_ppo_agent_rejects_malformed_inputs_with_readable_messages():
     with pytest.raises(AssertionError, match=r"act: act_mask should be"):
         agent.act(state, jax.random.key(1), feats, mask[:3], prior)
     f = lambda *s: jnp.zeros(s, jnp.float32)
-    batch = agents.PPOBatch(f(2, 8, 3, 5), jnp.ones((2, 8, 3), bool), jnp.zeros((2, 8), jnp.int32), f(2, 8),
-                            f(2, 8), f(2, 8), f(2, 8), f(2, 8, 3))
+    batch = agents.PPOBatch(
+        f(2, 8, 3, 5),
+        jnp.ones((2, 8, 3), bool),
+        jnp.zeros((2, 8), jnp.int32),
+        f(2, 8),
+        f(2, 8),
+        f(2, 8),
+        f(2, 8),
+        f(2, 8, 3),
+    )
     with pytest.raises(AssertionError, match=r"update: action should have an integer dtype"):
         agent.update(state, batch._replace(action=batch.action.astype(jnp.float32)))
     with pytest.raises(AssertionError, match=r"update: advantage has shape \(2, 7\)"):
@@ -201,9 +237,15 @@ def test_update_with_feature_table_equals_materialized_batches():
     table = jnp.asarray(rng.normal(size=(30, 8)), jnp.float32)
     U, B, k = 3, 16, 4
     rows = lambda *s: jnp.asarray(rng.integers(0, 30, s), jnp.int32)
-    indexed = IndexedTransition(rows(U, B), rows(U, B, k), jnp.asarray(rng.random((U, B, k)) < 0.8).at[..., 0].set(T),
-                                jnp.asarray(rng.normal(size=(U, B)), jnp.float32), jnp.ones((U, B)), rows(U, B, k),
-                                jnp.ones((U, B, k), bool))
+    indexed = IndexedTransition(
+        rows(U, B),
+        rows(U, B, k),
+        jnp.asarray(rng.random((U, B, k)) < 0.8).at[..., 0].set(T),
+        jnp.asarray(rng.normal(size=(U, B)), jnp.float32),
+        jnp.ones((U, B)),
+        rows(U, B, k),
+        jnp.ones((U, B, k), bool),
+    )
     agent = agents.make_cql_prior()
     state = agent.init(jax.random.key(0), 8)
     a, ma = agent.update(state, indexed, table)
@@ -214,8 +256,16 @@ def test_update_with_feature_table_equals_materialized_batches():
     ppo = agents.make_ppo_prior()
     ps = ppo.init(jax.random.key(0), 8, k)
     f = lambda *s: jnp.asarray(rng.normal(size=s), jnp.float32)
-    pb = agents.PPOBatch(rows(U, B, k), jnp.ones((U, B, k), bool), jnp.zeros((U, B), jnp.int32), f(U, B) - 1,
-                         f(U, B), f(U, B), f(U, B), jax.nn.log_softmax(f(U, B, k)))
+    pb = agents.PPOBatch(
+        rows(U, B, k),
+        jnp.ones((U, B, k), bool),
+        jnp.zeros((U, B), jnp.int32),
+        f(U, B) - 1,
+        f(U, B),
+        f(U, B),
+        f(U, B),
+        jax.nn.log_softmax(f(U, B, k)),
+    )
     a, _ = ppo.update(ps, pb, table)
     b, _ = ppo.update(ps, pb._replace(act_feat=table[pb.act_feat]))
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
@@ -229,8 +279,9 @@ def test_cql_loss_composition_matches_losses_module():
     total, m = agent.loss(state.params, state, batch)
     apply = agent.network.apply
     q_a = apply(state.params, batch.obs_feat)
-    td = losses.td_loss(q_a, batch.reward, 0.99 * batch.discount, apply(state.target_params, batch.next_cand_feat),
-                        batch.next_mask)
+    td = losses.td_loss(
+        q_a, batch.reward, 0.99 * batch.discount, apply(state.target_params, batch.next_cand_feat), batch.next_mask
+    )
     cql = losses.cql_loss(apply(state.params, batch.cand_feat), batch.cand_mask, q_a, 5.0)
     assert float(total) == pytest.approx(float(0.5 * td + cql), rel=1e-5)
     bug_agent = agents.make_cql_prior(reference_broadcast_bug=True)
@@ -314,7 +365,7 @@ def test_make_minibatches_are_epoch_permutations():
     mb = agents.make_minibatches(jax.random.key(0), rollout, num_epochs=2, num_minibatches=3)
     assert mb.action.shape == (6, 4)
     for e in range(2):
-        np.testing.assert_array_equal(np.sort(np.asarray(mb.action[3 * e:3 * e + 3]).ravel()), np.arange(12.0))
+        np.testing.assert_array_equal(np.sort(np.asarray(mb.action[3 * e : 3 * e + 3]).ravel()), np.arange(12.0))
     with pytest.raises(ValueError):
         agents.make_minibatches(jax.random.key(0), rollout, 1, 5)
 
@@ -332,8 +383,11 @@ def test_empirical_prior_and_llm_policy():
     state = policy.init()
     assert int(policy.act(state, jax.random.key(0), logp, amask)) == 2  # majority vote
     n = 20000
-    idx = np.asarray(policy.act(state, jax.random.key(1), jnp.broadcast_to(logp, (n, 5)),
-                                jnp.broadcast_to(amask, (n, 5)), greedy=False))
+    idx = np.asarray(
+        policy.act(
+            state, jax.random.key(1), jnp.broadcast_to(logp, (n, 5)), jnp.broadcast_to(amask, (n, 5)), greedy=False
+        )
+    )
     np.testing.assert_allclose(np.bincount(idx, minlength=5) / n, np.append(w / w.sum(), 0.0), atol=0.015)
     state, metrics = policy.update(state, jnp.zeros((3, 2)))
     assert int(state.step) == 3 and metrics == {}

@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def root() -> Path:
     from envs.alfworld import generated_root
+
     return generated_root()
 
 
@@ -75,8 +76,7 @@ def test_light_install_imports_nothing_heavy_and_leaves_alfworld_data_unset(root
         "print(heavy, 'ALFWORLD_DATA' in os.environ)\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "ALFWORLD_DATA"}
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[] False"
 
@@ -163,13 +163,21 @@ def test_generation_is_deterministic(root: Path):
     finally:
         checker.close()
     # ... and independent of Python's hash seed (set iteration order), in a fresh process
-    code = ("import hashlib, json\nfrom envs.alfworld import generate\n"
-            "spec = generate.split_specs()['valid_unseen'][3]\n"
-            "g = generate.generate_game(spec, 0, generate.PlannerCheck())\n"
-            "print(hashlib.sha256(json.dumps([g.directory, g.traj_data, g.problem, g.game], sort_keys=True)"
-            ".encode()).hexdigest())\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "PYTHONHASHSEED": "12345"})
+    code = (
+        "import hashlib, json\nfrom envs.alfworld import generate\n"
+        "spec = generate.split_specs()['valid_unseen'][3]\n"
+        "g = generate.generate_game(spec, 0, generate.PlannerCheck())\n"
+        "print(hashlib.sha256(json.dumps([g.directory, g.traj_data, g.problem, g.game], sort_keys=True)"
+        ".encode()).hexdigest())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == unseen3
 
@@ -182,13 +190,22 @@ def test_goal_never_holds_at_start_and_is_reachable(root: Path, manifest: dict):
             problem, goal = problem.split("(:goal")
             assert f"(objectType ?o {entry['object']}Type)" in goal
             obj, recep = entry["object"], entry["receptacle"]
-            receps = {line.split()[1] for line in problem.splitlines() if f"{recep}Type)" in line
-                      and "(receptacleType" in line}
-            objects = {line.split()[1] for line in problem.splitlines() if line.strip().startswith("(objectType")
-                       and line.strip().endswith(f" {obj}Type)")}
+            receps = {
+                line.split()[1]
+                for line in problem.splitlines()
+                if f"{recep}Type)" in line and "(receptacleType" in line
+            }
+            objects = {
+                line.split()[1]
+                for line in problem.splitlines()
+                if line.strip().startswith("(objectType") and line.strip().endswith(f" {obj}Type)")
+            }
             assert receps and objects
-            hosts = {line.split()[2].rstrip(")") for line in problem.splitlines()
-                     if line.strip().startswith("(inReceptacle") and line.split()[1] in objects}
+            hosts = {
+                line.split()[2].rstrip(")")
+                for line in problem.splitlines()
+                if line.strip().startswith("(inReceptacle") and line.split()[1] in objects
+            }
             assert not hosts & receps
             assert f"(canContain {recep}Type {obj}Type)" in problem
 
@@ -345,8 +362,10 @@ def test_alfworld_data_plays_a_dataset_folder(root: Path, tmp_path: Path, monkey
     # ALFWorld's own loader accepts the same folder
     from alfworld.agents.environment.alfred_tw_env import AlfredTWEnv
 
-    config = {"env": {"goal_desc_human_anns_prob": 0.0, "task_types": [1]},
-              "dataset": {"data_path": str(data / "json_2.1.1" / "train"), "num_train_games": -1}}
+    config = {
+        "env": {"goal_desc_human_anns_prob": 0.0, "task_types": [1]},
+        "dataset": {"data_path": str(data / "json_2.1.1" / "train"), "num_train_games": -1},
+    }
     assert len(AlfredTWEnv(config, train_eval="train").game_files) == 28
 
 

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from prior_rl import agents
-
 from prior_rl.io import checkpoint
 
 

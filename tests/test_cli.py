@@ -37,7 +37,7 @@ def _assert_one_error_line(rc, capsys, *fragments):
     assert "Traceback" not in err and "Traceback" not in out
     lines = err.splitlines()
     assert len(lines) == 1, err
-    assert lines[0].startswith("prior-rl: error: ") and lines[0][len("prior-rl: error: "):].strip()
+    assert lines[0].startswith("prior-rl: error: ") and lines[0][len("prior-rl: error: ") :].strip()
     for fragment in fragments:
         assert fragment in lines[0]
     return lines[0]
@@ -101,16 +101,22 @@ BAD_DATASET = [
     (["--size", "10", "--out", "{file}/x.jsonl"], "is a file, not a directory"),
 ]
 
-CASES = ([("train", a, m) for a, m in BAD_TRAIN] + [("offline", a, m) for a, m in BAD_OFFLINE]
-         + [("dataset", a, m) for a, m in BAD_DATASET])
+CASES = (
+    [("train", a, m) for a, m in BAD_TRAIN]
+    + [("offline", a, m) for a, m in BAD_OFFLINE]
+    + [("dataset", a, m) for a, m in BAD_DATASET]
+)
 
 
 @pytest.mark.parametrize("command,args,fragment", CASES, ids=[f"{c}:{' '.join(a)}" for c, a, _ in CASES])
 def test_bad_input_is_one_error_line_and_status_2(nothing_runs, capsys, command, args, fragment):
     (nothing_runs / "a_file.csv").write_text("not a dataset\n")
     (nothing_runs / "a_dir").mkdir()
-    places = {"file": str(nothing_runs / "a_file.csv"), "dir": str(nothing_runs / "a_dir"),
-              "missing": str(nothing_runs / "missing.jsonl.gz")}
+    places = {
+        "file": str(nothing_runs / "a_file.csv"),
+        "dir": str(nothing_runs / "a_dir"),
+        "missing": str(nothing_runs / "missing.jsonl.gz"),
+    }
     argv = [command, *(a.format(**places) for a in args)]
     if command != "dataset":
         argv.append("--no-progress")
@@ -130,8 +136,9 @@ def test_unwritable_out_folder_is_refused(nothing_runs, capsys):
         locked.chmod(0o700)
 
 
-@pytest.mark.parametrize("bad", [["--size", "-1"], ["--env", "nope"], ["--success-fraction", "2"],
-                                 ["--max-episode-steps", "x"]])
+@pytest.mark.parametrize(
+    "bad", [["--size", "-1"], ["--env", "nope"], ["--success-fraction", "2"], ["--max-episode-steps", "x"]]
+)
 def test_dataset_with_bad_option_leaves_an_existing_out_unchanged(nothing_runs, capsys, bad):
     out = nothing_runs / "salad.jsonl.gz"
     out.write_bytes(b"precious bytes")
@@ -167,11 +174,18 @@ def test_version_matches_pyproject():
 
 def test_python_dash_m_prior_rl_version():
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-m", "prior_rl", "--version"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "prior_rl", "--version"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == f"prior-rl {cli.version()}\n"
-    proc = subprocess.run([sys.executable, "-m", "prior_rl", "dataset", "--size", "-3", "--out", "x.jsonl"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "prior_rl", "dataset", "--size", "-3", "--out", "x.jsonl"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and proc.stderr.startswith("prior-rl: error: argument --size")
     assert len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr

@@ -26,8 +26,13 @@ def reference_file(name: str) -> Path:
 def test_reference_dataset_matches_the_documented_counts():
     ts = datasets.load_transitions(reference_file(REFERENCE_JSONL))
     stats = datasets.dataset_stats(ts, max_steps=51)
-    assert stats == {"transitions": 4329, "episodes": 133, "successful_episodes": 100,
-                     "success_fraction": 100 / 133, "distinct_states": 166}
+    assert stats == {
+        "transitions": 4329,
+        "episodes": 133,
+        "successful_episodes": 100,
+        "success_fraction": 100 / 133,
+        "distinct_states": 166,
+    }
     assert all(len(t.actions) == 8 for t in ts)
     assert ts[0].action_index == 0 and ts[0].reward == pytest.approx(-0.00199)
 
@@ -45,8 +50,16 @@ def test_reference_pickle_loads_exactly_as_its_jsonl_conversion():
 
 def _reference_record(i=0):
     actions = ["pick up the tomato", "serve nothing"]
-    return ("Your task is to serve a salad.", f"state {i}", "pick up the tomato", f"state {i + 1}", -0.00199,
-            False, actions, actions)
+    return (
+        "Your task is to serve a salad.",
+        f"state {i}",
+        "pick up the tomato",
+        f"state {i + 1}",
+        -0.00199,
+        False,
+        actions,
+        actions,
+    )
 
 
 @pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
@@ -55,9 +68,16 @@ def test_plain_data_pickle_in_the_reference_layout_loads(tmp_path, protocol):
     path.write_bytes(pickle.dumps([_reference_record(0), list(_reference_record(1))], protocol=protocol))
     ts = datasets.load_transitions(path)
     assert [t.state for t in ts] == ["state 0", "state 1"]
-    assert ts[0] == datasets.Transition("Your task is to serve a salad.", "state 0", "pick up the tomato", "state 1",
-                                        -0.00199, False, ("pick up the tomato", "serve nothing"),
-                                        ("pick up the tomato", "serve nothing"))
+    assert ts[0] == datasets.Transition(
+        "Your task is to serve a salad.",
+        "state 0",
+        "pick up the tomato",
+        "state 1",
+        -0.00199,
+        False,
+        ("pick up the tomato", "serve nothing"),
+        ("pick up the tomato", "serve nothing"),
+    )
 
 
 class _RunsAShellCommand:
@@ -161,8 +181,9 @@ def test_save_is_atomic_an_existing_file_survives_a_failed_write(tmp_path):
 
 
 def test_generator_balances_success_and_round_trips(tmp_path):
-    ts = datasets.generate("frozen-lake", 300, success_fraction=0.75, max_episode_steps=20,
-                           epsilons=(0.0, 0.3, 1.0), seed=1)
+    ts = datasets.generate(
+        "frozen-lake", 300, success_fraction=0.75, max_episode_steps=20, epsilons=(0.0, 0.3, 1.0), seed=1
+    )
     assert len(ts) == 300
     episodes = datasets.split_episodes(ts)
     full = episodes[:-1]  # the last episode may be cut to hit the size exactly
@@ -196,8 +217,16 @@ def test_bad_files_are_reported_with_path_and_line(tmp_path):
     bad.write_text("not json\n")
     with pytest.raises(ValueError, match="bad.jsonl:1: not valid JSON"):
         datasets.load_transitions(bad)
-    rec = {"task": "t", "state": "s", "action": "x", "next_state": "s2", "reward": 0, "done": False,
-           "actions": ["a"], "next_actions": ["a"]}
+    rec = {
+        "task": "t",
+        "state": "s",
+        "action": "x",
+        "next_state": "s2",
+        "reward": 0,
+        "done": False,
+        "actions": ["a"],
+        "next_actions": ["a"],
+    }
     with gzip.open(tmp_path / "g.jsonl.gz", "wt") as f:
         f.write(json.dumps(rec) + "\n")
     with pytest.raises(ValueError, match="'x' is not among its admissible actions"):

@@ -7,8 +7,16 @@ from prior_rl.train import TrainConfig, train
 
 @pytest.mark.slow
 def test_dqn_prior_learns_tomato_salad(tmp_path):
-    config = TrainConfig(env="overcooked-tomato-salad", algo="dqn-prior", env_steps=2000, seed=0,
-                         eval_every=500, eval_episodes=20, run_dir=str(tmp_path / "run"), progress=False)
+    config = TrainConfig(
+        env="overcooked-tomato-salad",
+        algo="dqn-prior",
+        env_steps=2000,
+        seed=0,
+        eval_every=500,
+        eval_episodes=20,
+        run_dir=str(tmp_path / "run"),
+        progress=False,
+    )
     result = train(config)
     assert result.final_eval["eval_success"] >= 0.9, result.history
     evals = [h for h in result.history if "eval_success" in h]

@@ -107,8 +107,13 @@ def vocab_file() -> str:
 @pytest.mark.parametrize("hidden_act", ["gelu", "gelu_new"])
 def test_tiny_random_bert_parity(tmp_path, vocab_file, hidden_act):
     cfg = transformers.BertConfig(
-        vocab_size=30522, hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96,
-        max_position_embeddings=64, hidden_act=hidden_act,
+        vocab_size=30522,
+        hidden_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=96,
+        max_position_embeddings=64,
+        hidden_act=hidden_act,
     )
     torch.manual_seed(0)
     model = transformers.BertModel(cfg)
@@ -127,7 +132,11 @@ def test_tiny_random_bert_parity(tmp_path, vocab_file, hidden_act):
 def test_token_classification_checkpoint_and_vocab_only_tokenizer(tmp_path, vocab_file):
     """The paper loaded bert-base through AutoModelForTokenClassification: 'bert.'-prefixed names + a head."""
     cfg = transformers.BertConfig(
-        vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
         num_labels=3,
     )
     torch.manual_seed(1)

@@ -16,8 +16,13 @@ FAST_ENVS = [n for n in envs.names() if n != "alfworld-pick"]
 
 
 def test_registry_lists_every_env_and_rejects_unknown_names():
-    assert {"overcooked-tomato-salad", "overcooked-tomato-lettuce-salad",
-            "overcooked-tomato-lettuce-onion-salad", "frozen-lake", "alfworld-pick"} <= set(envs.names())
+    assert {
+        "overcooked-tomato-salad",
+        "overcooked-tomato-lettuce-salad",
+        "overcooked-tomato-lettuce-onion-salad",
+        "frozen-lake",
+        "alfworld-pick",
+    } <= set(envs.names())
     with pytest.raises(ValueError, match="valid names are: .*frozen-lake"):
         envs.make("overcooked-pasta")
 
@@ -154,8 +159,9 @@ def test_prompt_family_missing_its_required_field_raises_naming_it():
 
 def test_typed_fields_are_refused_in_extra():
     with pytest.raises(ValueError, match=r"'family', 'action_prompt' are fields of TextObservation.*family=\.\.\."):
-        envs.TextObservation(prompt="p", actions=("a",), task="t",
-                             extra={"family": "overcooked", "action_prompt": "{}"})
+        envs.TextObservation(
+            prompt="p", actions=("a",), task="t", extra={"family": "overcooked", "action_prompt": "{}"}
+        )
     obs = envs.TextObservation(prompt="p", actions=("a",), task="t", history=[("s", "a")], extra={"position": 1})
     assert obs.history == (("s", "a"),) and hash(obs) == hash(dataclasses.replace(obs, extra={}))
     assert obs != dataclasses.replace(obs, history=())  # the typed fields count in equality; extra does not

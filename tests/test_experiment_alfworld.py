@@ -9,7 +9,8 @@ import pytest
 # which would send the env looking for the real dataset (envs/alfworld/_engine.py imports it safely)
 needs_alfworld = pytest.mark.skipif(
     importlib.util.find_spec("alfworld") is None,
-    reason="the ALFWorld engine is not installed (pip install --no-deps -r envs/alfworld/requirements.txt)")
+    reason="the ALFWorld engine is not installed (pip install --no-deps -r envs/alfworld/requirements.txt)",
+)
 
 
 @needs_alfworld
@@ -21,7 +22,8 @@ def test_alfworld_experiment_quick(tmp_path):
     table = list(csv.DictReader(open(tmp_path / "results.csv")))
     assert len(table) == len(rows) > 0
     assert {(r["method"], r["split"]) for r in table} == {
-        (m, s) for m in ("dqn-prior", "dqn", "llm", "llm-sampled") for s in ("train", "unseen")}
+        (m, s) for m in ("dqn-prior", "dqn", "llm", "llm-sampled") for s in ("train", "unseen")
+    }
     # the quick mode also runs the synthetic expert-mixture prior (no LLM calls)
     assert {r["prior"] for r in table} == {"smollm2", "", "expert-mix:0.5"}
     assert all(r["llm_calls"] == "0" for r in table if r["prior"] != "smollm2")
@@ -33,7 +35,6 @@ def test_alfworld_experiment_quick(tmp_path):
 def test_persistent_prior_cache_saves_during_a_run_and_reloads(tmp_path):
     """The ALFWorld prior cache survives a killed run: puts are saved at most every ``every_s`` seconds, a new
     instance reloads them, and a second instance on the same prior does not stack a second save hook."""
-    import time
 
     import numpy as np
 

@@ -80,7 +80,9 @@ def offline_out(tmp_path_factory, models) -> Path:
 def test_offline_cql_quick(offline_out):
     tmp_path = offline_out
     rows = _rows(tmp_path / "runs.csv")
-    assert {"source", "method", "size", "seed", "updates", "eval_success", "best_eval_success", "coverage"} <= set(rows[0])
+    assert {"source", "method", "size", "seed", "updates", "eval_success", "best_eval_success", "coverage"} <= set(
+        rows[0]
+    )
     assert {r["method"] for r in rows} == {"CQL-Prior", "CQL"}
     _unit(rows, "eval_success")
     _unit(rows, "coverage")
@@ -91,7 +93,9 @@ def test_offline_cql_quick(offline_out):
     assert sizes == set(offline_cql.budget(True)["generated"])
     assert all(int(float(r["dataset_size"])) == int(r["size"]) for r in rows)
     smallest = _rows(tmp_path / "smallest.csv")
-    assert {"source", "method", "best_final_success", "smallest_size_at_best", "smallest_size_at_0.9"} <= set(smallest[0])
+    assert {"source", "method", "best_final_success", "smallest_size_at_best", "smallest_size_at_0.9"} <= set(
+        smallest[0]
+    )
     _png(tmp_path / "success_vs_size.png")
 
 
@@ -123,7 +127,9 @@ def test_prior_ablations_quick(tmp_path, models):
     cache = _rows(tmp_path / "cache.csv")
     assert {"env", "prior_mode", "cache", "dispatches_per_step", "wall_s"} <= set(cache[0])
     on = {r["env"]: float(r["dispatches_per_step"]) for r in cache if r["cache"] == "on"}
-    off = {r["env"]: float(r["dispatches_per_step"]) for r in cache if r["cache"] == "off" and r["prior_mode"] == "exact"}
+    off = {
+        r["env"]: float(r["dispatches_per_step"]) for r in cache if r["cache"] == "off" and r["prior_mode"] == "exact"
+    }
     # without the cache every step scores its prompt; with it, revisited prompts cost nothing
     for env in on:
         assert off[env] == pytest.approx(1.0) and on[env] <= off[env]

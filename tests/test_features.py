@@ -7,7 +7,6 @@ import pytest
 
 from envs.base import TextObservation
 from envs.frozen_lake import FrozenLake
-from prior_rl.llm.encoder import TextEncoder, load_encoder
 from prior_rl.bridge.features import (
     FEATURE_STYLES,
     batch_candidate_features,
@@ -15,6 +14,7 @@ from prior_rl.bridge.features import (
     candidate_texts,
     feature_text,
 )
+from prior_rl.llm.encoder import TextEncoder, load_encoder
 
 OBS = TextObservation(
     prompt="You are a chef. ... Your next action is:",
@@ -61,7 +61,9 @@ def test_feature_text_errors():
 
 def test_candidate_texts_order_duplicates_and_range():
     assert candidate_texts(OBS, [2, 0, 2]) == [
-        feature_text(OBS, "Serve"), feature_text(OBS, "Chop"), feature_text(OBS, "Serve")
+        feature_text(OBS, "Serve"),
+        feature_text(OBS, "Chop"),
+        feature_text(OBS, "Serve"),
     ]
     assert candidate_texts(OBS) == [feature_text(OBS, a) for a in OBS.actions]
     with pytest.raises(IndexError, match="out of range"):

@@ -75,12 +75,17 @@ def test_lower_layers_import_nothing_from_above(path):
     layer = _layer(_module_name(path))
     if layer is None:
         return
-    bad = [f"line {line}: {module}" for module, _, line in _imports(path)
-           if _ours(module) and not module.startswith(ALLOWED[layer])]
+    bad = [
+        f"line {line}: {module}"
+        for module, _, line in _imports(path)
+        if _ours(module) and not module.startswith(ALLOWED[layer])
+    ]
     assert not bad, f"{path.relative_to(ROOT)} ({layer}) imports from a layer above it: {bad}"
 
 
-ALL_SOURCES = sorted(p for d in ("prior_rl", "envs", "experiments", "benchmarks", "tests") for p in (ROOT / d).rglob("*.py"))
+ALL_SOURCES = sorted(
+    p for d in ("prior_rl", "envs", "experiments", "benchmarks", "tests") for p in (ROOT / d).rglob("*.py")
+)
 
 
 @pytest.mark.parametrize("path", ALL_SOURCES, ids=lambda p: str(p.relative_to(ROOT)))

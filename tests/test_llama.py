@@ -23,13 +23,27 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 CORPUS = [
-    "pick up the tomato", "take the bowl", "walk to the cutting board", "serve nothing", "chop nothing",
-    "put the tomato on the cutting board", "put the tomato in the bowl", "serve the dish", "chop the tomato",
-    "Your task is to serve the dish of a bowl only containing chopped tomato.", "Current Observation: ",
-    "History:\n", "Action:", "open fridge", "go to countertop 1", "You are in the middle of a room.",
+    "pick up the tomato",
+    "take the bowl",
+    "walk to the cutting board",
+    "serve nothing",
+    "chop nothing",
+    "put the tomato on the cutting board",
+    "put the tomato in the bowl",
+    "serve the dish",
+    "chop the tomato",
+    "Your task is to serve the dish of a bowl only containing chopped tomato.",
+    "Current Observation: ",
+    "History:\n",
+    "Action:",
+    "open fridge",
+    "go to countertop 1",
+    "You are in the middle of a room.",
 ]
-CHAT_TEMPLATE = ("{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
-                 "{% if add_generation_prompt %}<s>assistant\n{% endif %}")
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
+    "{% if add_generation_prompt %}<s>assistant\n{% endif %}"
+)
 SPECIALS = ["<|endoftext|>", "<s>", "</s>"]
 
 
@@ -40,23 +54,39 @@ def tiny_tokenizer(path: Path, vocab_size: int = 300) -> Path:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(CORPUS * 20, trainer)
     path.mkdir(parents=True, exist_ok=True)
     tok.save(str(path / "tokenizer.json"))
-    (path / "tokenizer_config.json").write_text(json.dumps(
-        {"bos_token": "<s>", "eos_token": "</s>", "chat_template": CHAT_TEMPLATE}))
+    (path / "tokenizer_config.json").write_text(
+        json.dumps({"bos_token": "<s>", "eos_token": "</s>", "chat_template": CHAT_TEMPLATE})
+    )
     return path
 
 
 def tiny_hf_model(arch: str, tie: bool, seed: int = 0, max_pos: int = 256, vocab: int = 320):
     """A small random transformers model with large enough weights that logits vary by several units."""
     torch.manual_seed(seed)
-    common = dict(vocab_size=vocab, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_pos,
-                  rms_norm_eps=1e-6, tie_word_embeddings=tie, initializer_range=0.15,
-                  bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    common = dict(
+        vocab_size=vocab,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=max_pos,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=tie,
+        initializer_range=0.15,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
     if arch == "llama":
         cfg = transformers.LlamaConfig(rope_theta=50000.0, **common)
         model = transformers.LlamaForCausalLM(cfg)
@@ -108,14 +138,25 @@ def write_gguf(model, path: Path, tok_dir: Path) -> Path:
     w.add_bos_token_id(backend.token_to_id("<s>"))
     w.add_eos_token_id(backend.token_to_id("</s>"))
     w.add_chat_template(CHAT_TEMPLATE)
-    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-             "lm_head.weight": "output.weight"}
-    per_layer = {"input_layernorm.weight": "attn_norm.weight", "post_attention_layernorm.weight": "ffn_norm.weight",
-                 "self_attn.q_proj.weight": "attn_q.weight", "self_attn.k_proj.weight": "attn_k.weight",
-                 "self_attn.v_proj.weight": "attn_v.weight", "self_attn.o_proj.weight": "attn_output.weight",
-                 "self_attn.q_proj.bias": "attn_q.bias", "self_attn.k_proj.bias": "attn_k.bias",
-                 "self_attn.v_proj.bias": "attn_v.bias", "mlp.gate_proj.weight": "ffn_gate.weight",
-                 "mlp.up_proj.weight": "ffn_up.weight", "mlp.down_proj.weight": "ffn_down.weight"}
+    names = {
+        "model.embed_tokens.weight": "token_embd.weight",
+        "model.norm.weight": "output_norm.weight",
+        "lm_head.weight": "output.weight",
+    }
+    per_layer = {
+        "input_layernorm.weight": "attn_norm.weight",
+        "post_attention_layernorm.weight": "ffn_norm.weight",
+        "self_attn.q_proj.weight": "attn_q.weight",
+        "self_attn.k_proj.weight": "attn_k.weight",
+        "self_attn.v_proj.weight": "attn_v.weight",
+        "self_attn.o_proj.weight": "attn_output.weight",
+        "self_attn.q_proj.bias": "attn_q.bias",
+        "self_attn.k_proj.bias": "attn_k.bias",
+        "self_attn.v_proj.bias": "attn_v.bias",
+        "mlp.gate_proj.weight": "ffn_gate.weight",
+        "mlp.up_proj.weight": "ffn_up.weight",
+        "mlp.down_proj.weight": "ffn_down.weight",
+    }
     for i in range(cfg.num_hidden_layers):
         names.update({f"model.layers.{i}.{k}": f"blk.{i}.{v}" for k, v in per_layer.items()})
     for hf, arr in sd.items():
@@ -135,8 +176,9 @@ def write_gguf(model, path: Path, tok_dir: Path) -> Path:
 
 def torch_logits(model, tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
     with torch.no_grad():
-        out = model(input_ids=torch.tensor(tokens, dtype=torch.long),
-                    attention_mask=torch.tensor(mask, dtype=torch.long))
+        out = model(
+            input_ids=torch.tensor(tokens, dtype=torch.long), attention_mask=torch.tensor(mask, dtype=torch.long)
+        )
     return out.logits.numpy()
 
 
@@ -198,8 +240,17 @@ def test_unpermute_inverts_llama_cpp_permutation():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-TINY = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=48, num_layers=2, num_heads=4, num_kv_heads=2,
-                   head_dim=8, rope_theta=1000.0, max_position_embeddings=64)
+TINY = LlamaConfig(
+    vocab_size=97,
+    hidden_size=32,
+    intermediate_size=48,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=8,
+    rope_theta=1000.0,
+    max_position_embeddings=64,
+)
 
 
 def test_cached_paths_equal_full_forward():
@@ -215,8 +266,9 @@ def test_cached_paths_equal_full_forward():
     pk = jnp.zeros((2, 2, 1, 5, 2, 8)).at[:, :, :, :3].set(k_all[:, :, :, 6:9])
     pv = jnp.zeros((2, 2, 1, 5, 2, 8)).at[:, :, :, :3].set(v_all[:, :, :, 6:9])
     past = Past(pk, pv, jnp.zeros((2, 1, 5), bool).at[:, :, :3].set(True))
-    cur, _ = apply({"params": params}, seq[:, None, 9:], pos[:, None, 9:], jnp.ones((2, 1, 3), bool),
-                         prefix=prefix, past=past)
+    cur, _ = apply(
+        {"params": params}, seq[:, None, 9:], pos[:, None, 9:], jnp.ones((2, 1, 3), bool), prefix=prefix, past=past
+    )
     np.testing.assert_allclose(np.asarray(cur), np.asarray(full[:, :, 9:]), atol=1e-5)
 
 
@@ -225,8 +277,12 @@ def test_padding_does_not_leak():
     params = init_params(TINY, 1)
     seq = jnp.asarray(np.random.default_rng(1).integers(0, 97, (1, 5)), jnp.int32)
     alone = forward_logits(TINY, params, seq, jnp.ones((1, 5), bool))
-    padded = forward_logits(TINY, params, jnp.pad(seq, ((0, 0), (0, 7)), constant_values=13),
-                            jnp.pad(jnp.ones((1, 5), bool), ((0, 0), (0, 7))))
+    padded = forward_logits(
+        TINY,
+        params,
+        jnp.pad(seq, ((0, 0), (0, 7)), constant_values=13),
+        jnp.pad(jnp.ones((1, 5), bool), ((0, 0), (0, 7))),
+    )
     np.testing.assert_allclose(np.asarray(padded[:, :5]), np.asarray(alone), atol=1e-5)
 
 

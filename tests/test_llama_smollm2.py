@@ -13,8 +13,8 @@ import pytest
 
 from prior_rl.llm.llama import forward_logits
 from prior_rl.llm.padding import pad_sequences
-from prior_rl.prior import ActionPrior, sample_actions
 from prior_rl.llm.weights import MODELS, load_llm
+from prior_rl.prior import ActionPrior, sample_actions
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -55,20 +55,24 @@ def reference(gguf_path):
     missing, unexpected = model.load_state_dict(state["tensors"], strict=False)
     assert missing == ["lm_head.weight"] and not unexpected  # tied to the embedding
     model.tie_weights()
-    tok = transformers.AutoTokenizer.from_pretrained(os.path.dirname(gguf_path),
-                                                     gguf_file=os.path.basename(gguf_path))
+    tok = transformers.AutoTokenizer.from_pretrained(os.path.dirname(gguf_path), gguf_file=os.path.basename(gguf_path))
     return model.eval(), tok
 
 
 def chat(tok_like, text: str) -> str:
-    return tok_like.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                        add_generation_prompt=True)
+    return tok_like.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
 
 
 def test_tokenizer_and_chat_template_match_transformers(ours, reference):
     _, ref = reference
-    texts = PROMPTS + [" pick up the tomato", "put cellphone 1 in/on armchair 1", "  two  spaces\n\nnew\tlines",
-                       "ünïcode ✓ 12345 émigré", "<|im_start|>user\nhi<|im_end|>\n", "don't I'll we've"]
+    texts = PROMPTS + [
+        " pick up the tomato",
+        "put cellphone 1 in/on armchair 1",
+        "  two  spaces\n\nnew\tlines",
+        "ünïcode ✓ 12345 émigré",
+        "<|im_start|>user\nhi<|im_end|>\n",
+        "don't I'll we've",
+    ]
     for t in texts:
         assert ours.tokenizer.encode(t) == ref.encode(t, add_special_tokens=True), t
         assert ours.tokenizer.encode(t, add_special_tokens=False) == ref.encode(t, add_special_tokens=False), t
@@ -77,20 +81,21 @@ def test_tokenizer_and_chat_template_match_transformers(ours, reference):
         assert ours.tokenizer.apply_chat_template(msgs) == chat(ref, p)
         sys_msgs = [{"role": "system", "content": "Be brief."}] + msgs
         assert ours.tokenizer.apply_chat_template(sys_msgs) == ref.apply_chat_template(
-            sys_msgs, tokenize=False, add_generation_prompt=True)
+            sys_msgs, tokenize=False, add_generation_prompt=True
+        )
     assert ours.tokenizer.eos_ids == (ref.eos_token_id,) and ours.config.vocab_size == 49152
     assert ours.config.tie_word_embeddings and ours.config.rope_theta == 100000.0
 
 
 def test_logits_match_transformers(ours, reference):
     model, _ = reference
-    ids = [ours.tokenizer.encode(ours.tokenizer.apply_chat_template([{"role": "user", "content": p}]))
-           for p in PROMPTS]
+    ids = [ours.tokenizer.encode(ours.tokenizer.apply_chat_template([{"role": "user", "content": p}])) for p in PROMPTS]
     tokens, mask = pad_sequences(ids, max(map(len, ids)), ours.tokenizer.pad_id)
     got = np.asarray(forward_logits(ours.config, ours.params, jnp.asarray(tokens), jnp.asarray(mask)))
     with torch.no_grad():
-        want = model(input_ids=torch.tensor(tokens, dtype=torch.long),
-                     attention_mask=torch.tensor(mask, dtype=torch.long)).logits.numpy()
+        want = model(
+            input_ids=torch.tensor(tokens, dtype=torch.long), attention_mask=torch.tensor(mask, dtype=torch.long)
+        ).logits.numpy()
     gap = np.abs(got - want)[mask].max()
     assert gap <= 1e-3, f"max |Δlogit| {gap:.2e}"
     assert (got.argmax(-1) == want.argmax(-1))[mask].mean() == 1.0
@@ -103,14 +108,28 @@ def test_greedy_text_matches_transformers(ours, reference):
     for p in PROMPTS:
         ids = ours.tokenizer.encode(ours.tokenizer.apply_chat_template([{"role": "user", "content": p}]))
         tokens, mask = pad_sequences([ids], len(ids) + (-len(ids)) % 16, ours.tokenizer.pad_id)
-        out, length = sample_actions(ours.params, jax.random.key(0), tokens, mask, jnp.asarray(stop),
-                                     config=ours.config, k=1, max_new_tokens=20, temperature=0.0)
+        out, length = sample_actions(
+            ours.params,
+            jax.random.key(0),
+            tokens,
+            mask,
+            jnp.asarray(stop),
+            config=ours.config,
+            k=1,
+            max_new_tokens=20,
+            temperature=0.0,
+        )
         mine = ours.tokenizer.decode(np.asarray(out)[0, 0, : int(length[0, 0])])
         with torch.no_grad():
-            gen = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                                 max_new_tokens=20, do_sample=False, eos_token_id=ref_tok.eos_token_id,
-                                 pad_token_id=ref_tok.eos_token_id)
-        theirs = ref_tok.decode(gen[0, len(ids):], skip_special_tokens=True)
+            gen = model.generate(
+                torch.tensor([ids]),
+                attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                max_new_tokens=20,
+                do_sample=False,
+                eos_token_id=ref_tok.eos_token_id,
+                pad_token_id=ref_tok.eos_token_id,
+            )
+        theirs = ref_tok.decode(gen[0, len(ids) :], skip_special_tokens=True)
         assert mine == theirs, (p, mine, theirs)
         assert len(mine) > 5
 

@@ -53,7 +53,6 @@ def _bits(x):
 
 
 class LossesTest(chex.TestCase):
-
     @chex.variants(with_jit=True, without_jit=True)
     def test_prior_td_target_max_over_valid_candidates(self):
         L = _Variant(self.variant)
@@ -97,7 +96,7 @@ class LossesTest(chex.TestCase):
         logits = jnp.asarray(rng.normal(size=(4, 6)), jnp.float32)
         prior = jnp.log(jnp.full((4, 6), 1 / 6))
         junk_logits, junk_prior = jnp.where(mask, logits, -7.0), jnp.where(mask, prior, -jnp.inf)
-        for fn in (lambda l, p: L.entropy(l, mask[0]), lambda l, p: L.kl_to_prior(l, p, mask[0])):
+        for fn in (lambda lg, p: L.entropy(lg, mask[0]), lambda lg, p: L.kl_to_prior(lg, p, mask[0])):
             assert float(fn(logits[0], prior[0])) == pytest.approx(float(fn(junk_logits[0], junk_prior[0])), rel=1e-6)
 
     @chex.variants(with_jit=True, without_jit=True)
@@ -143,8 +142,9 @@ class LossesTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     def test_td_target_gets_no_gradient(self):
         L = _Variant(self.variant)
-        g = jax.grad(lambda q_t: L.td_loss(jnp.array([0.0]), jnp.array([1.0]), jnp.array([0.9]), q_t,
-                                                jnp.array([[T, T]])))(jnp.array([[1.0, 2.0]]))
+        g = jax.grad(
+            lambda q_t: L.td_loss(jnp.array([0.0]), jnp.array([1.0]), jnp.array([0.9]), q_t, jnp.array([[T, T]]))
+        )(jnp.array([[1.0, 2.0]]))
         assert np.all(np.asarray(g) == 0)
 
     @chex.variants(with_jit=True, without_jit=True)
@@ -160,7 +160,8 @@ class LossesTest(chex.TestCase):
         batch_m = jnp.stack([mask, jnp.array([T, T, F, F])])
         second = math.log(2.0) - (-1.0)
         assert float(L.cql_loss(batch_q, batch_m, jnp.array([0.5, -1.0]))) == pytest.approx(
-            5.0 * (expected + second) / 2, rel=1e-6)
+            5.0 * (expected + second) / 2, rel=1e-6
+        )
 
     @chex.variants(with_jit=True, without_jit=True)
     def test_ppo_clip_loss_hand_values(self):
@@ -191,8 +192,7 @@ class LossesTest(chex.TestCase):
         expected = sum((1 / 3) * (math.log(1 / 3) - math.log(p)) for p in (0.5, 0.25, 0.25))
         assert float(L.kl_to_prior(logits, prior, mask)) == pytest.approx(expected, rel=1e-5)
         assert float(L.kl_to_prior(prior, prior, mask)) == pytest.approx(0.0, abs=1e-6)
-        g = jax.grad(lambda l: L.kl_to_prior(l, jnp.where(mask, prior, -jnp.inf), mask)
-                     + L.entropy(l, mask))(logits)
+        g = jax.grad(lambda lg: L.kl_to_prior(lg, jnp.where(mask, prior, -jnp.inf), mask) + L.entropy(lg, mask))(logits)
         assert np.all(np.isfinite(np.asarray(g)))
 
     @chex.variants(with_jit=True, without_jit=True)
@@ -229,8 +229,9 @@ class LossesTest(chex.TestCase):
             delta = r[t] + disc[t] * values[t + 1] - values[t]
             running = delta + disc[t] * lam * running
             adv[t] = running
-        got_adv, got_ret = L.generalized_advantage_estimation(jnp.asarray(r), jnp.asarray(disc),
-                                                                   jnp.asarray(values), lam)
+        got_adv, got_ret = L.generalized_advantage_estimation(
+            jnp.asarray(r), jnp.asarray(disc), jnp.asarray(values), lam
+        )
         np.testing.assert_allclose(np.asarray(got_adv), adv, rtol=1e-5)
         np.testing.assert_allclose(np.asarray(got_ret), adv + values[:-1], rtol=1e-5)
         norm = L.normalize_advantages(got_adv)
@@ -239,8 +240,9 @@ class LossesTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     def test_masked_q_learning_indexes_taken_action(self):
         L = _Variant(self.variant)
-        err = L.masked_q_learning(jnp.array([0.1, 0.7, -0.3]), jnp.array(1), 1.0, 0.5,
-                                       jnp.array([2.0, 4.0]), jnp.array([T, F]))
+        err = L.masked_q_learning(
+            jnp.array([0.1, 0.7, -0.3]), jnp.array(1), 1.0, 0.5, jnp.array([2.0, 4.0]), jnp.array([T, F])
+        )
         assert float(err) == pytest.approx(1.0 + 0.5 * 2.0 - 0.7)
 
     # -- GAE with truncation ----------------------------------------------------------------------------------------
@@ -298,8 +300,9 @@ class LossesTest(chex.TestCase):
         assert float(adv_t[1, 0]) == pytest.approx(2.0 - 0.25)
         # no boundary in a single env: the plain GAE over values + [V(s_T)]
         adv_n, _ = L.gae_with_truncation(r, no, no, v, nv, last, gamma, lam)
-        plain, _ = L.generalized_advantage_estimation(r[:, 0], np.full(3, gamma, np.float32),
-                                                      np.append(v[:, 0], last), lam)
+        plain, _ = L.generalized_advantage_estimation(
+            r[:, 0], np.full(3, gamma, np.float32), np.append(v[:, 0], last), lam
+        )
         np.testing.assert_allclose(np.asarray(adv_n)[:, 0], np.asarray(plain), rtol=1e-6, atol=1e-6)
 
     # -- argument checks --------------------------------------------------------------------------------------------
@@ -309,13 +312,19 @@ class LossesTest(chex.TestCase):
         B, k = 3, 4
         q_a, r, disc = jnp.zeros(B), jnp.zeros(B), jnp.ones(B)
         q_t, m = jnp.zeros((B, k)), jnp.ones((B, k), bool)
-        with pytest.raises(AssertionError, match=r"td_loss: r_t has shape \(4,\), expected \[B\] with B = 3 from "
-                                                 r"q_tm1_a"):
+        with pytest.raises(
+            AssertionError,
+            match=r"td_loss: r_t has shape \(4,\), expected \[B\] with B = 3 from "
+            r"q_tm1_a",
+        ):
             L.td_loss(q_a, jnp.zeros(4), disc, q_t, m)
         with pytest.raises(AssertionError, match=r"td_loss: q_t should be \[B, k\], got shape \(3,\)"):
             L.td_loss(q_a, r, disc, jnp.zeros(B), m)
-        with pytest.raises(AssertionError, match=r"td_loss: mask_t has shape \(3, 5\), expected \[B, k\] with "
-                                                 r"B = 3 from q_tm1_a, k = 4 from q_t"):
+        with pytest.raises(
+            AssertionError,
+            match=r"td_loss: mask_t has shape \(3, 5\), expected \[B, k\] with "
+            r"B = 3 from q_tm1_a, k = 4 from q_t",
+        ):
             L.td_loss(q_a, r, disc, q_t, jnp.ones((B, 5), bool))
         with pytest.raises(AssertionError, match=r"td_loss: q_tm1_a should have a floating-point dtype, got int32"):
             L.td_loss(jnp.zeros(B, jnp.int32), r, disc, q_t, m)
@@ -334,8 +343,11 @@ class LossesTest(chex.TestCase):
         with pytest.raises(AssertionError, match=r"generalized_advantage_estimation: values should be \[T \+ 1\]"):
             L.generalized_advantage_estimation(r, disc, jnp.zeros(B), 0.9)
         rollout = _random_rollout(np.random.default_rng(0), 5, 2)
-        with pytest.raises(AssertionError, match=r"gae_with_truncation: last_values has shape \(3,\), expected \[N\] "
-                                                 r"with N = 2 from rewards"):
+        with pytest.raises(
+            AssertionError,
+            match=r"gae_with_truncation: last_values has shape \(3,\), expected \[N\] "
+            r"with N = 2 from rewards",
+        ):
             L.gae_with_truncation(*rollout[:5], np.zeros(3, np.float32), 0.99, 0.95)
         with pytest.raises(AssertionError, match=r"gae_with_truncation: terminated should have a bool dtype"):
             L.gae_with_truncation(rollout[0], rollout[1].astype(np.float32), *rollout[2:], 0.99, 0.95)

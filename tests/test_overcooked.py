@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import time
-from functools import lru_cache
+from functools import cache
 
 import pytest
 
@@ -31,13 +31,15 @@ from envs.overcooked import (
 from envs.overcooked.core import macro_transition
 
 NAMES = {0: "overcooked-tomato-salad", 3: "overcooked-tomato-lettuce-salad", 6: "overcooked-tomato-lettuce-onion-salad"}
-ACTION_QUESTION = (", what action should you take next? Based on your previous observations and actions, please select "
-                   "only one action for the next step from the admissible actions: {}. Action:")
+ACTION_QUESTION = (
+    ", what action should you take next? Based on your previous observations and actions, please select "
+    "only one action for the next step from the admissible actions: {}. Action:"
+)
 
 
 def macro_reward(k: int, event: float = 0.0) -> float:
     """§5.5: R = -0.001 (1 - 0.99^k) / 0.01 + 0.99^(k-1) event."""
-    return -0.001 * (1 - 0.99 ** k) / 0.01 + 0.99 ** (k - 1) * event
+    return -0.001 * (1 - 0.99**k) / 0.01 + 0.99 ** (k - 1) * event
 
 
 def play(env, labels):
@@ -65,44 +67,66 @@ def reachable(task_id: int) -> set[tuple[int, ...]]:
 # -- text at reset (§6, §10, §11, §13) ---------------------------------------------------------------------------
 def test_reset_observations_are_the_reference_text_word_for_word():
     obs, info = envs.make(NAMES[0]).reset(seed=0)
-    assert obs.prompt == ("There is a fixed cutting board in the room. You notice a tomato on the table. Currently you "
-                          "don't have anything in hand. To serve the dish of a bowl only containing chopped tomato, "
-                          "you should first")
-    assert obs.actions == ("pick up the tomato", "take the bowl", "walk to the cutting board", "serve nothing",
-                           "chop nothing")
+    assert obs.prompt == (
+        "There is a fixed cutting board in the room. You notice a tomato on the table. Currently you "
+        "don't have anything in hand. To serve the dish of a bowl only containing chopped tomato, "
+        "you should first"
+    )
+    assert obs.actions == (
+        "pick up the tomato",
+        "take the bowl",
+        "walk to the cutting board",
+        "serve nothing",
+        "chop nothing",
+    )
     assert obs.task == "Your task is to serve the dish of a bowl only containing chopped tomato."
-    assert obs.state == ("There is a fixed cutting board in the room. You notice a tomato on the table. Currently you "
-                         "don't have anything in hand.")
+    assert obs.state == (
+        "There is a fixed cutting board in the room. You notice a tomato on the table. Currently you "
+        "don't have anything in hand."
+    )
     assert (obs.family, obs.instruction, obs.extra) == ("overcooked", obs.task, {"task_id": 0})
     assert obs.action_prompt == "To serve the dish of a bowl containing only chopped tomatoes" + ACTION_QUESTION
     assert info["obs_vector"] == [0, 5, 0, 0, 0, 0, 0, 0, 0, 1, 4, 1, 0, 0, 0, 0, 0, 0]
     assert (info["success"], info["prim_steps"], info["env_step"], info["macro"]) == (False, 0, 0, None)
 
     obs, info = envs.make(NAMES[3]).reset()
-    assert obs.prompt == ("There are two fixed cutting boards in the room. You notice a tomato, a lettuce and an onion "
-                          "on the different tables. Currently you don't have anything in hand. To serve the dish of a "
-                          "bowl only containing chopped tomato and lettuce, you should first")
-    assert obs.actions == ("pick up the tomato", "pick up the lettuce", "pick up the onion", "take the empty bowl",
-                           "walk to the first cutting board", "walk to the second cutting board", "serve nothing",
-                           "chop nothing")
+    assert obs.prompt == (
+        "There are two fixed cutting boards in the room. You notice a tomato, a lettuce and an onion "
+        "on the different tables. Currently you don't have anything in hand. To serve the dish of a "
+        "bowl only containing chopped tomato and lettuce, you should first"
+    )
+    assert obs.actions == (
+        "pick up the tomato",
+        "pick up the lettuce",
+        "pick up the onion",
+        "take the empty bowl",
+        "walk to the first cutting board",
+        "walk to the second cutting board",
+        "serve nothing",
+        "chop nothing",
+    )
     assert obs.task == "Your task is to serve the dish of a bowl only containing chopped tomato and lettuce."
     assert obs.action_prompt == (
-        "To serve the dish of a bowl only containing chopped tomato and lettuce" + ACTION_QUESTION)
+        "To serve the dish of a bowl only containing chopped tomato and lettuce" + ACTION_QUESTION
+    )
     # the paper's scripts format the template with the Python list repr of the labels
     assert obs.action_prompt.format(list(obs.actions)).endswith(
         "admissible actions: ['pick up the tomato', 'pick up the lettuce', 'pick up the onion', 'take the empty "
         "bowl', 'walk to the first cutting board', 'walk to the second cutting board', 'serve nothing', "
-        "'chop nothing']. Action:")
+        "'chop nothing']. Action:"
+    )
     assert info["obs_vector"] == [0, 5, 0, 1, 6, 0, 2, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 4, 0, 0, 0, 1, 0, 0, 0]
 
 
 def test_task6_parameterises_the_goal_sentence_and_the_task_one_hot():
     obs, info = envs.make(NAMES[6]).reset()
-    assert obs.prompt.endswith("To serve the dish of a bowl only containing chopped tomato, lettuce and onion, you "
-                               "should first")
+    assert obs.prompt.endswith(
+        "To serve the dish of a bowl only containing chopped tomato, lettuce and onion, you should first"
+    )
     assert obs.task == "Your task is to serve the dish of a bowl only containing chopped tomato, lettuce and onion."
-    assert obs.action_prompt.startswith("To serve the dish of a bowl only containing chopped tomato, lettuce "
-                                                 "and onion, what action")
+    assert obs.action_prompt.startswith(
+        "To serve the dish of a bowl only containing chopped tomato, lettuce and onion, what action"
+    )
     assert obs.state == envs.make(NAMES[3]).reset()[0].state  # same rendering as task 3 otherwise
     assert info["obs_vector"][-7:] == [0, 0, 0, 0, 0, 0, 1]
 
@@ -120,7 +144,8 @@ def test_macro_rewards_and_step_counts_match_the_spec_examples():
     env = envs.make(NAMES[0])
     env.reset()
     (r1, k1, _), (r2, k2, _), (r3, k3, i3) = play(
-        env, ["pick up the tomato", "put the tomato on the cutting board", "chop the tomato"])
+        env, ["pick up the tomato", "put the tomato on the cutting board", "chop the tomato"]
+    )
     assert (k1, k2, k3) == (2, 5, 3)
     assert r1 == pytest.approx(-0.00199, abs=1e-12) and r2 == pytest.approx(macro_reward(5), abs=1e-12)
     assert r3 == pytest.approx(0.193050, abs=1e-6) and r3 == pytest.approx(macro_reward(3, 0.2), abs=1e-12)
@@ -188,8 +213,13 @@ def test_reward_loophole_chop_serve_chop_pays_the_subtask_reward_again():
     """§8: a wrong delivery returns the tomato unchopped, and chopping it again earns +0.2 again."""
     env = TomatoSalad()
     env.reset()
-    loop = ["pick up the tomato", "put the tomato on the cutting board", "chop the tomato", "pick up the tomato",
-            "serve the dish"]
+    loop = [
+        "pick up the tomato",
+        "put the tomato on the cutting board",
+        "chop the tomato",
+        "pick up the tomato",
+        "serve the dish",
+    ]
     first = play(env, loop)
     assert first[-1][0] == pytest.approx(-0.100980, abs=1e-6)  # wrong serve after a 3-step walk (§5.5)
     assert first[-1][2]["world"][:3] == (0, 5, 0) and not first[-1][2]["success"]
@@ -212,8 +242,10 @@ def test_partial_view_is_a_5x5_box_and_aliases_true_states():
     unchopped, _ = env.set_state([1, 0, 0, 6, 5, 5, 5])
     chopped, info = env.set_state([1, 0, 3, 6, 5, 5, 5])
     assert unchopped == chopped and info["obs_vector"][:3] == [0, 0, 0]
-    assert chopped.state == ("There is a fixed cutting board in the room. You notice a bowl on the table. Currently "
-                             "you don't have anything in hand.")
+    assert chopped.state == (
+        "There is a fixed cutting board in the room. You notice a bowl on the table. Currently "
+        "you don't have anything in hand."
+    )
     # in front of the board the text tells them apart (and offers "chop the tomato" even for a chopped one)
     near, _ = env.set_state([1, 0, 3, 6, 5, 1, 1])
     assert "A chopped tomato is on the cutting board." in near.prompt and near.actions[4] == "chop the tomato"
@@ -236,7 +268,11 @@ def test_primitive_step_ranges_per_macro():
         for a, name in enumerate(TASKS[0].macros):
             spans.setdefault(name, set()).add(macro_transition(0, world, a).prim_steps)
     assert {n: (min(s), max(s)) for n, s in spans.items() if n != "chop"} == {
-        "get tomato": (1, 9), "get plate 1": (1, 10), "go to knife 1": (1, 9), "deliver": (1, 7)}
+        "get tomato": (1, 9),
+        "get plate 1": (1, 10),
+        "go to knife 1": (1, 9),
+        "deliver": (1, 7),
+    }
     assert spans["chop"] == {1, 3}
     assert max(macro_transition(3, w, a).prim_steps for w in reachable(3) for a in range(8)) == 10
 
@@ -304,18 +340,49 @@ def test_macro_cap_truncates_without_terminating():
 
 # -- expert (§9) -------------------------------------------------------------------------------------------------
 EXPERT = {
-    0: dict(labels=["pick up the tomato", "put the tomato on the cutting board", "chop the tomato",
-                    "pick up the tomato", "take the bowl", "serve the dish"],
-            steps=[2, 5, 3, 1, 10, 7], rewards=[-0.001990, -0.004901, 0.193050, -0.001000, -0.009562, 0.934687],
-            total=1.110284, twosome=0.920518),
-    3: dict(labels=["pick up the tomato", "put the tomato on the first cutting board", "chop the tomato",
-                    "pick up the lettuce", "put the lettuce on the second cutting board", "chop the lettuce",
-                    "take the empty bowl", "put the lettuce in the bowl", "put the tomato in the bowl",
-                    "serve the dish"],
-            steps=[2, 5, 3, 5, 6, 3, 8, 8, 2, 3],
-            rewards=[-0.001990, -0.004901, 0.193050, -0.004901, -0.005852, 0.193050, -0.007726, -0.007726,
-                     -0.001990, 0.977130],
-            total=1.328145, twosome=0.947656),
+    0: dict(
+        labels=[
+            "pick up the tomato",
+            "put the tomato on the cutting board",
+            "chop the tomato",
+            "pick up the tomato",
+            "take the bowl",
+            "serve the dish",
+        ],
+        steps=[2, 5, 3, 1, 10, 7],
+        rewards=[-0.001990, -0.004901, 0.193050, -0.001000, -0.009562, 0.934687],
+        total=1.110284,
+        twosome=0.920518,
+    ),
+    3: dict(
+        labels=[
+            "pick up the tomato",
+            "put the tomato on the first cutting board",
+            "chop the tomato",
+            "pick up the lettuce",
+            "put the lettuce on the second cutting board",
+            "chop the lettuce",
+            "take the empty bowl",
+            "put the lettuce in the bowl",
+            "put the tomato in the bowl",
+            "serve the dish",
+        ],
+        steps=[2, 5, 3, 5, 6, 3, 8, 8, 2, 3],
+        rewards=[
+            -0.001990,
+            -0.004901,
+            0.193050,
+            -0.004901,
+            -0.005852,
+            0.193050,
+            -0.007726,
+            -0.007726,
+            -0.001990,
+            0.977130,
+        ],
+        total=1.328145,
+        twosome=0.947656,
+    ),
 }
 
 
@@ -344,7 +411,7 @@ def test_expert_follows_the_fewest_step_plan_of_the_spec(task_id):
     # the info clock and the TWOSOME return are cumulative over primitive steps
     clock, twosome = 0, 0.0
     for info, reward in zip(infos, rewards):
-        twosome += 0.99 ** clock * reward
+        twosome += 0.99**clock * reward
         clock += info["prim_steps"]
         assert info["env_step"] == clock and info["twosome_return"] == pytest.approx(twosome, abs=1e-12)
 
@@ -365,11 +432,11 @@ def test_expert_task6_plan_and_its_three_food_bowl_text():
     assert any("carrying a bowl containing chopped tomato, lettuce and onion in hand." in s for s in prompts)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _fewest_steps_to_serve(task_id: int) -> dict[tuple[int, ...], int]:
     """Independent check of the planner: Bellman-Ford cost-to-go (primitive steps) over the reachable graph."""
     worlds = reachable(task_id)
-    cost = {w: 10 ** 9 for w in worlds}
+    cost = {w: 10**9 for w in worlds}
     changed = True
     while changed:
         changed = False
@@ -440,7 +507,7 @@ def test_uniform_random_baseline_and_optimal_farming_value_task0():
         dist = nxt
     assert success == pytest.approx(0.149, abs=0.002) and mean_sum == pytest.approx(-0.139, abs=0.002)
 
-    @lru_cache(maxsize=None)
+    @cache
     def best(world: tuple[int, ...], clock: int, t: int) -> float:
         if t == 31:
             return 0.0

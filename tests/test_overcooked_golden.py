@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -28,7 +28,7 @@ FILES = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def _rows(task_id: int) -> tuple[dict, ...]:
     path = GOLDEN / FILES[task_id][1]
     with gzip.open(path, "rt") as fh:
@@ -48,10 +48,24 @@ def test_every_golden_transition_is_reproduced_exactly(task_id):
         here = (info["obs_vector"], obs.prompt, list(obs.actions), obs.actions[a], env.macros[a])
         want = (row["obs"], row["prompt"], row["actions"], row["label"], row["macro"])
         nobs, reward, terminated, truncated, ninfo = env.step(a)
-        there = (list(ninfo["world"]), ninfo["obs_vector"], nobs.prompt, list(nobs.actions), terminated,
-                 ninfo["prim_steps"], ninfo["success"])
-        want_there = (row["next_state"], row["next_obs"], row["next_prompt"], row["next_actions"], row["done"],
-                      row["prim_steps"], row["done"])  # in these rows done is always a correct delivery
+        there = (
+            list(ninfo["world"]),
+            ninfo["obs_vector"],
+            nobs.prompt,
+            list(nobs.actions),
+            terminated,
+            ninfo["prim_steps"],
+            ninfo["success"],
+        )
+        want_there = (
+            row["next_state"],
+            row["next_obs"],
+            row["next_prompt"],
+            row["next_actions"],
+            row["done"],
+            row["prim_steps"],
+            row["done"],
+        )  # in these rows done is always a correct delivery
         # reward "within 1e-6 in float32": compare the float32 values
         reward_ok = abs(float(np.float32(reward)) - float(np.float32(row["reward"]))) <= 1e-6
         if here != want or there != want_there or not reward_ok or truncated:
@@ -79,4 +93,3 @@ def test_our_reachable_state_space_is_exactly_the_golden_one(task_id):
 
     golden_states = {tuple(r["state"]) for r in _rows(task_id)}
     assert reachable(task_id) == golden_states
-

@@ -80,13 +80,18 @@ SCRIPT = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def sharded_results():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
-               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
+    env = dict(
+        os.environ,
+        XLA_FLAGS="--xla_force_host_platform_device_count=4",
+        JAX_PLATFORMS="cpu",
+        PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
-    return json.loads(line[len("RESULT "):])
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
+    return json.loads(line[len("RESULT ") :])
 
 
 @pytest.mark.parametrize("ndev", [2, 4])
@@ -105,8 +110,15 @@ def test_single_device_mesh_in_process_and_guards():
     state = agent.init(jax.random.key(0), 6)
     rng = np.random.default_rng(0)
     r = lambda *s: jnp.asarray(rng.normal(size=s), jnp.float32)
-    batches = Transition(r(2, 8, 6), r(2, 8, 3, 6), jnp.ones((2, 8, 3), bool), r(2, 8), jnp.ones((2, 8)),
-                         r(2, 8, 3, 6), jnp.ones((2, 8, 3), bool))
+    batches = Transition(
+        r(2, 8, 6),
+        r(2, 8, 3, 6),
+        jnp.ones((2, 8, 3), bool),
+        r(2, 8),
+        jnp.ones((2, 8)),
+        r(2, 8, 3, 6),
+        jnp.ones((2, 8, 3), bool),
+    )
     mesh = parallel.make_mesh(1)
     got, _ = jax.block_until_ready(parallel.make_sharded_update(agent, mesh)(state, batches))
     ref, _ = agent.update(state, batches)

@@ -31,14 +31,26 @@ def _online(**kw):
 
 
 RUNS = {
-    "dqn-prior": lambda: _online(env="overcooked-tomato-salad", algo="dqn-prior", env_steps=240, eval_every=120,
-                                 learning_starts=40, train_every=20, updates_per_train=4, seed=1, log_every=60),
-    "dqn": lambda: _online(env="frozen-lake", algo="dqn", env_steps=240, eval_every=120, learning_starts=40,
-                           seed=2, log_every=60),
-    "ppo-prior": lambda: _online(env="frozen-lake", algo="ppo-prior", env_steps=128, eval_every=64,
-                                 rollout_steps=16, seed=3, log_every=32),
-    "ppo": lambda: _online(env="frozen-lake", algo="ppo", env_steps=128, eval_every=64, rollout_steps=16, seed=4,
-                           log_every=32),
+    "dqn-prior": lambda: _online(
+        env="overcooked-tomato-salad",
+        algo="dqn-prior",
+        env_steps=240,
+        eval_every=120,
+        learning_starts=40,
+        train_every=20,
+        updates_per_train=4,
+        seed=1,
+        log_every=60,
+    ),
+    "dqn": lambda: _online(
+        env="frozen-lake", algo="dqn", env_steps=240, eval_every=120, learning_starts=40, seed=2, log_every=60
+    ),
+    "ppo-prior": lambda: _online(
+        env="frozen-lake", algo="ppo-prior", env_steps=128, eval_every=64, rollout_steps=16, seed=3, log_every=32
+    ),
+    "ppo": lambda: _online(
+        env="frozen-lake", algo="ppo", env_steps=128, eval_every=64, rollout_steps=16, seed=4, log_every=32
+    ),
     "cql-prior": None,  # built in _offline (needs OfflineConfig)
 }
 
@@ -46,8 +58,18 @@ RUNS = {
 def _offline():
     from prior_rl.offline import OfflineConfig
 
-    return OfflineConfig(env="overcooked-tomato-salad", algo="cql-prior", dataset_size=200, updates=200,
-                         updates_per_dispatch=100, eval_every=100, eval_episodes=2, batch_size=32, seed=5, **QUIET)
+    return OfflineConfig(
+        env="overcooked-tomato-salad",
+        algo="cql-prior",
+        dataset_size=200,
+        updates=200,
+        updates_per_dispatch=100,
+        eval_every=100,
+        eval_episodes=2,
+        batch_size=32,
+        seed=5,
+        **QUIET,
+    )
 
 
 def run_metrics(name: str) -> list[dict]:

@@ -15,17 +15,44 @@ import pytest
 from envs.base import TextObservation
 from prior_rl.llm.llama import LlamaConfig, forward_logits, init_params
 from prior_rl.llm.padding import bucket_length, pack_groups, pad_nested, pad_sequences
-from prior_rl.prior import (ActionPrior, action_logprobs, map_text_to_action, packed_action_logprobs,
-                            sample_actions, sample_from_exact, sequence_logprobs)
-from prior_rl.prior.prompts import PromptBuilder
 from prior_rl.llm.tokenizer import load_tokenizer_dir
 from prior_rl.llm.weights import LLM
+from prior_rl.prior import (
+    ActionPrior,
+    action_logprobs,
+    map_text_to_action,
+    packed_action_logprobs,
+    sample_actions,
+    sample_from_exact,
+    sequence_logprobs,
+)
+from prior_rl.prior.prompts import PromptBuilder
 
-CFG = LlamaConfig(vocab_size=320, hidden_size=32, intermediate_size=48, num_layers=2, num_heads=4, num_kv_heads=2,
-                  head_dim=8, rope_theta=1000.0, max_position_embeddings=128)
-WORDS = ["pick up the tomato", "take the bowl", "walk to the cutting board", "serve nothing", "chop nothing",
-         "put the tomato on the cutting board", "Your task is to serve the dish.", "Current Observation:",
-         "History:", "Action:", "go to desk 1", "You are in a room."]
+CFG = LlamaConfig(
+    vocab_size=320,
+    hidden_size=32,
+    intermediate_size=48,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=8,
+    rope_theta=1000.0,
+    max_position_embeddings=128,
+)
+WORDS = [
+    "pick up the tomato",
+    "take the bowl",
+    "walk to the cutting board",
+    "serve nothing",
+    "chop nothing",
+    "put the tomato on the cutting board",
+    "Your task is to serve the dish.",
+    "Current Observation:",
+    "History:",
+    "Action:",
+    "go to desk 1",
+    "You are in a room.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +64,26 @@ def tiny_llm(tmp_path_factory) -> LLM:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(WORDS * 20, trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<|endoftext|>", "<s>", "</s>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    tok.train_from_iterator(
+        WORDS * 20,
+        trainers.BpeTrainer(
+            vocab_size=300,
+            special_tokens=["<|endoftext|>", "<s>", "</s>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
+    )
     tok.save(str(d / "tokenizer.json"))
-    (d / "tokenizer_config.json").write_text(json.dumps({
-        "bos_token": "<s>", "eos_token": "</s>",
-        "chat_template": "{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
-                         "{% if add_generation_prompt %}<s>assistant\n{% endif %}"}))
+    (d / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "bos_token": "<s>",
+                "eos_token": "</s>",
+                "chat_template": "{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
+                "{% if add_generation_prompt %}<s>assistant\n{% endif %}",
+            }
+        )
+    )
     tokenizer = load_tokenizer_dir(d)
     return LLM("tiny", CFG, init_params(CFG, seed=0, scale=0.2), tokenizer, tokenizer.chat_template)
 
@@ -65,15 +104,16 @@ def test_cached_scoring_equals_no_cache_path(tiny_llm, normalize):
     at, am = pad_nested(cands, 4, 8, 0)
     got = np.asarray(action_logprobs(tiny_llm.params, pt, pm, at, am, config=CFG, normalize=normalize))
     ct, seg, off = pack_groups(cands, 16, 0)
-    packed = np.asarray(packed_action_logprobs(tiny_llm.params, pt, pm, ct, seg, off, config=CFG, num_actions=4,
-                                               normalize=normalize))
+    packed = np.asarray(
+        packed_action_logprobs(tiny_llm.params, pt, pm, ct, seg, off, config=CFG, num_actions=4, normalize=normalize)
+    )
     np.testing.assert_allclose(packed, got, rtol=1e-5, atol=1e-4)  # -inf in the same places too
     for b, group in enumerate(cands):
         seqs = [prompts[b] + c for c in group]
         st, sm = pad_sequences(seqs, 16, 0)
         target = np.zeros_like(sm)
         for i, c in enumerate(group):
-            target[i, len(prompts[b]): len(prompts[b]) + len(c)] = True
+            target[i, len(prompts[b]) : len(prompts[b]) + len(c)] = True
         ref = np.asarray(sequence_logprobs(tiny_llm.params, st, sm, target, config=CFG, normalize=normalize))
         np.testing.assert_allclose(got[b, : len(group)], ref, atol=1e-4)
         # Brute force from full logits, independent of both scoring functions.
@@ -93,7 +133,7 @@ def naive_greedy(params, prompt, steps):
         tokens, mask = pad_sequences([seq], 32, 0)
         logits = forward_logits(CFG, params, jnp.asarray(tokens), jnp.asarray(mask))
         seq.append(int(jnp.argmax(logits[0, len(seq) - 1])))
-    return seq[len(prompt):]
+    return seq[len(prompt) :]
 
 
 def test_greedy_generation_with_kv_cache_matches_naive_decoding(tiny_llm):
@@ -101,8 +141,9 @@ def test_greedy_generation_with_kv_cache_matches_naive_decoding(tiny_llm):
     prompts = [rand_tokens(rng, 7), rand_tokens(rng, 3)]
     pt, pm = pad_sequences(prompts, 16, 0)
     no_stop = jnp.zeros(CFG.vocab_size, bool)
-    toks, lens = sample_actions(tiny_llm.params, jax.random.key(0), pt, pm, no_stop, config=CFG, k=2,
-                                max_new_tokens=6, temperature=0.0)
+    toks, lens = sample_actions(
+        tiny_llm.params, jax.random.key(0), pt, pm, no_stop, config=CFG, k=2, max_new_tokens=6, temperature=0.0
+    )
     toks, lens = np.asarray(toks), np.asarray(lens)
     assert toks.shape == (2, 2, 6) and np.all(lens == 6)
     for b, p in enumerate(prompts):
@@ -111,20 +152,34 @@ def test_greedy_generation_with_kv_cache_matches_naive_decoding(tiny_llm):
     # A stop token ends the generation there: the length excludes it.
     stop = no_stop.at[toks[0, 0, 3]].set(True)
     first_stop = int(np.argmax(np.isin(toks[0, 0], toks[0, 0, 3])))
-    _, lens2 = sample_actions(tiny_llm.params, jax.random.key(0), pt, pm, stop, config=CFG, k=2,
-                              max_new_tokens=6, temperature=0.0)
+    _, lens2 = sample_actions(
+        tiny_llm.params, jax.random.key(0), pt, pm, stop, config=CFG, k=2, max_new_tokens=6, temperature=0.0
+    )
     assert np.asarray(lens2)[0].tolist() == [first_stop, first_stop]
     # A tiny nucleus keeps only the top token: sampling at temperature 1 becomes greedy.
-    toks3, _ = sample_actions(tiny_llm.params, jax.random.key(5), pt, pm, no_stop, config=CFG, k=2,
-                              max_new_tokens=6, temperature=1.0, top_p=1e-6)
+    toks3, _ = sample_actions(
+        tiny_llm.params,
+        jax.random.key(5),
+        pt,
+        pm,
+        no_stop,
+        config=CFG,
+        k=2,
+        max_new_tokens=6,
+        temperature=1.0,
+        top_p=1e-6,
+    )
     np.testing.assert_array_equal(np.asarray(toks3), toks)
 
 
 def test_sampling_is_random_and_seeded(tiny_llm):
     pt, pm = pad_sequences([[5, 6, 7]], 8, 0)
     no_stop = jnp.zeros(CFG.vocab_size, bool)
-    run = lambda seed: np.asarray(sample_actions(tiny_llm.params, jax.random.key(seed), pt, pm, no_stop,
-                                                 config=CFG, k=4, max_new_tokens=5, temperature=1.0)[0])
+    run = lambda seed: np.asarray(
+        sample_actions(
+            tiny_llm.params, jax.random.key(seed), pt, pm, no_stop, config=CFG, k=4, max_new_tokens=5, temperature=1.0
+        )[0]
+    )
     a, b, c = run(0), run(0), run(1)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
@@ -140,8 +195,9 @@ def test_sample_from_exact_matches_distribution():
     freq1 = np.bincount(draws[1], minlength=4) / 20000
     np.testing.assert_allclose(freq0, [0.5, 0.3, 0.2, 0.0], atol=0.015)
     np.testing.assert_allclose(freq1, [0.1, 0.0, 0.0, 0.9], atol=0.015)
-    masked = np.asarray(sample_from_exact(jax.random.key(1), jnp.zeros((1, 4)), 4000,
-                                          mask=jnp.asarray([[True, False, True, False]])))
+    masked = np.asarray(
+        sample_from_exact(jax.random.key(1), jnp.zeros((1, 4)), 4000, mask=jnp.asarray([[True, False, True, False]]))
+    )
     assert set(np.unique(masked)) == {0, 2}
     greedy = np.asarray(sample_from_exact(jax.random.key(2), logp, 5, temperature=0.0))
     assert greedy.tolist() == [[0] * 5, [3] * 5]
@@ -185,9 +241,14 @@ class CountingCache:
 
 def test_logprobs_are_a_distribution_and_batch_invariant(tiny_llm):
     prior = ActionPrior(tiny_llm, normalize=False)
-    batch = [obs("You are in a room. Action:"), obs("History: take the bowl Action:", ["go to desk 1", "chop nothing"]),
-             obs("Your task is to serve the dish. Current Observation: pick up the tomato Action:",
-                 ["walk to the cutting board", "put the tomato on the cutting board", "serve nothing", "x", "y"])]
+    batch = [
+        obs("You are in a room. Action:"),
+        obs("History: take the bowl Action:", ["go to desk 1", "chop nothing"]),
+        obs(
+            "Your task is to serve the dish. Current Observation: pick up the tomato Action:",
+            ["walk to the cutting board", "put the tomato on the cutting board", "serve nothing", "x", "y"],
+        ),
+    ]
     together = prior.logprobs(batch)
     for o, lp in zip(batch, together):
         assert lp.shape == (len(o.actions),) and lp.dtype == np.float32
@@ -278,21 +339,29 @@ def test_chat_prompt_and_trailing_space(tiny_llm):
 
 # ---------------------------------------------------------------------------------------------------------------
 # SmolLM2: does the prior rank sensible actions first?
-AP = ("To serve the dish of a bowl containing only chopped tomatoes, what action should you take next? Based on "
-      "your previous observations and actions, please select only one action for the next step from the "
-      "admissible actions: {}. Action:")
+AP = (
+    "To serve the dish of a bowl containing only chopped tomatoes, what action should you take next? Based on "
+    "your previous observations and actions, please select only one action for the next step from the "
+    "admissible actions: {}. Action:"
+)
 INSTRUCTION = "Your task is to serve the dish of a bowl only containing chopped tomato."
 
 
 def overcooked(state: str, actions) -> TextObservation:
-    return TextObservation(prompt=state, actions=tuple(actions), task=INSTRUCTION, state=state,
-                           family="overcooked", action_prompt=AP)
+    return TextObservation(
+        prompt=state, actions=tuple(actions), task=INSTRUCTION, state=state, family="overcooked", action_prompt=AP
+    )
 
 
 def alfworld(state: str, actions) -> TextObservation:
-    return TextObservation(prompt="", actions=tuple(actions), task="put some cellphone on armchair.", state=state,
-                           family="alfworld",
-                           llf_observation=f"{state}. You are allowed to take the following actions: {', '.join(actions)}.")
+    return TextObservation(
+        prompt="",
+        actions=tuple(actions),
+        task="put some cellphone on armchair.",
+        state=state,
+        family="alfworld",
+        llf_observation=f"{state}. You are allowed to take the following actions: {', '.join(actions)}.",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -310,29 +379,74 @@ def test_smollm2_ranks_sensible_actions_first(smollm2):
     prior = ActionPrior(smollm2)  # defaults: reference prompts, length-normalised scores
     states = [
         # start of Tomato Salad: fetch the tomato
-        (overcooked("There is a fixed cutting board in the room. You notice a tomato and a bowl on the different "
-                    "tables. Currently you don't have anything in hand.",
-                    ["pick up the tomato", "take the bowl", "walk to the cutting board", "serve nothing",
-                     "chop nothing"]), "pick up the tomato", ["serve nothing", "chop nothing"]),
+        (
+            overcooked(
+                "There is a fixed cutting board in the room. You notice a tomato and a bowl on the different "
+                "tables. Currently you don't have anything in hand.",
+                ["pick up the tomato", "take the bowl", "walk to the cutting board", "serve nothing", "chop nothing"],
+            ),
+            "pick up the tomato",
+            ["serve nothing", "chop nothing"],
+        ),
         # holding the tomato: put it on the board, not serve nothing
-        (overcooked("There is a fixed cutting board in the room. You notice a bowl on the table. Currently you are "
-                    "carrying an unchopped tomato in hand.",
-                    ["put the tomato on the cutting board", "take the bowl", "serve nothing", "chop nothing"]),
-         None, ["serve nothing", "chop nothing"]),
+        (
+            overcooked(
+                "There is a fixed cutting board in the room. You notice a bowl on the table. Currently you are "
+                "carrying an unchopped tomato in hand.",
+                ["put the tomato on the cutting board", "take the bowl", "serve nothing", "chop nothing"],
+            ),
+            None,
+            ["serve nothing", "chop nothing"],
+        ),
         # holding the bowl, chopped tomato on the board: put the tomato in the bowl
-        (overcooked("There is a fixed cutting board in the room. A chopped tomato is on the cutting board. "
-                    "Currently you are carrying a bowl in hand.",
-                    ["put the tomato in the bowl", "take the bowl", "put the bowl on the cutting board",
-                     "serve the dish", "chop nothing"]), "put the tomato in the bowl", ["chop nothing"]),
+        (
+            overcooked(
+                "There is a fixed cutting board in the room. A chopped tomato is on the cutting board. "
+                "Currently you are carrying a bowl in hand.",
+                [
+                    "put the tomato in the bowl",
+                    "take the bowl",
+                    "put the bowl on the cutting board",
+                    "serve the dish",
+                    "chop nothing",
+                ],
+            ),
+            "put the tomato in the bowl",
+            ["chop nothing"],
+        ),
         # ALFWorld: the cellphone is here
-        (alfworld("You arrive at desk 1. On the desk 1, you see a cellphone 1, a pen 2, and a book 1",
-                  ["go to armchair 1", "go to desk 1", "inventory", "look", "examine desk 1",
-                   "take cellphone 1 from desk 1", "take pen 2 from desk 1"]), "take cellphone 1 from desk 1",
-         ["inventory", "take pen 2 from desk 1"]),
+        (
+            alfworld(
+                "You arrive at desk 1. On the desk 1, you see a cellphone 1, a pen 2, and a book 1",
+                [
+                    "go to armchair 1",
+                    "go to desk 1",
+                    "inventory",
+                    "look",
+                    "examine desk 1",
+                    "take cellphone 1 from desk 1",
+                    "take pen 2 from desk 1",
+                ],
+            ),
+            "take cellphone 1 from desk 1",
+            ["inventory", "take pen 2 from desk 1"],
+        ),
         # ALFWorld: at the target with the cellphone
-        (alfworld("You arrive at armchair 1. On the armchair 1, you see a pillow 1",
-                  ["go to desk 1", "go to toilet 1", "inventory", "look", "put cellphone 1 in/on armchair 1",
-                   "examine armchair 1"]), "put cellphone 1 in/on armchair 1", ["go to toilet 1", "inventory"]),
+        (
+            alfworld(
+                "You arrive at armchair 1. On the armchair 1, you see a pillow 1",
+                [
+                    "go to desk 1",
+                    "go to toilet 1",
+                    "inventory",
+                    "look",
+                    "put cellphone 1 in/on armchair 1",
+                    "examine armchair 1",
+                ],
+            ),
+            "put cellphone 1 in/on armchair 1",
+            ["go to toilet 1", "inventory"],
+        ),
     ]
     lps = prior.logprobs([s for s, _, _ in states])
     for (o, best, worse), lp in zip(states, lps):

@@ -9,8 +9,18 @@ from prior_rl.llm.padding import bucket_length, next_pow2, pack_groups, pad_nest
 
 
 def test_bucket_length_policies():
-    assert [bucket_length(n) for n in (1, 16, 17, 60, 128, 129, 150, 300, 600, 1000)] == \
-        [16, 16, 32, 64, 128, 144, 160, 320, 640, 1024]
+    assert [bucket_length(n) for n in (1, 16, 17, 60, 128, 129, 150, 300, 600, 1000)] == [
+        16,
+        16,
+        32,
+        64,
+        128,
+        144,
+        160,
+        320,
+        640,
+        1024,
+    ]
     assert [bucket_length(n, 16, "multiple") for n in (1, 17, 150)] == [16, 32, 160]
     assert [bucket_length(n, 16, "pow2") for n in (1, 17, 150)] == [16, 32, 256]
     for n in range(1, 3000):  # a bucket holds n, and wastes fewer than max(multiple, n/8) slots

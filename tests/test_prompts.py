@@ -3,31 +3,50 @@
 from __future__ import annotations
 
 import pytest
-from tokenizers import Tokenizer as Backend, models
+from tokenizers import Tokenizer as Backend
+from tokenizers import models
 
 from envs.base import TextObservation
-from prior_rl.prior.prompts import PromptBuilder, alfworld_prompt, generic_prompt, overcooked_prompt
 from prior_rl.llm.tokenizer import Tokenizer
+from prior_rl.prior.prompts import PromptBuilder, alfworld_prompt, generic_prompt, overcooked_prompt
 
-AP = ("To serve the dish of a bowl containing only chopped tomatoes, what action should you take next? Based on "
-      "your previous observations and actions, please select only one action for the next step from the "
-      "admissible actions: {}. Action:")
+AP = (
+    "To serve the dish of a bowl containing only chopped tomatoes, what action should you take next? Based on "
+    "your previous observations and actions, please select only one action for the next step from the "
+    "admissible actions: {}. Action:"
+)
 INSTRUCTION = "Your task is to serve the dish of a bowl only containing chopped tomato."
 ACTIONS = ("pick up the tomato", "take the bowl", "walk to the cutting board", "serve nothing", "chop nothing")
-STATE = ("There is a fixed cutting board in the room. You notice a tomato and a bowl on the different tables. "
-         "Currently you don't have anything in hand.")
+STATE = (
+    "There is a fixed cutting board in the room. You notice a tomato and a bowl on the different tables. "
+    "Currently you don't have anything in hand."
+)
 
 
 def overcooked_obs(**fields) -> TextObservation:
-    return TextObservation(prompt=STATE + " To serve the dish of a bowl only containing chopped tomato, you should "
-                           "first", actions=ACTIONS, task=INSTRUCTION, state=STATE,
-                           family="overcooked", action_prompt=AP, **fields)
+    return TextObservation(
+        prompt=STATE + " To serve the dish of a bowl only containing chopped tomato, you should first",
+        actions=ACTIONS,
+        task=INSTRUCTION,
+        state=STATE,
+        family="overcooked",
+        action_prompt=AP,
+        **fields,
+    )
 
 
 def test_overcooked_first_step_matches_reference_template():
-    expected = (INSTRUCTION + "\nHistory:\n" + "" + "\nCurrent Observation: " + STATE + "\n"
-                + AP.format("['pick up the tomato', 'take the bowl', 'walk to the cutting board', 'serve nothing', "
-                            "'chop nothing']"))
+    expected = (
+        INSTRUCTION
+        + "\nHistory:\n"
+        + ""
+        + "\nCurrent Observation: "
+        + STATE
+        + "\n"
+        + AP.format(
+            "['pick up the tomato', 'take the bowl', 'walk to the cutting board', 'serve nothing', 'chop nothing']"
+        )
+    )
     assert overcooked_prompt(overcooked_obs()) == expected
     assert PromptBuilder()(overcooked_obs()) == expected  # "auto" picks the family from obs.family
 
@@ -36,8 +55,10 @@ def test_overcooked_history():
     hist = [("s1", "a1"), ("s2", "a2"), "Observation: s3. Action: a3."]
     o = overcooked_obs(history=hist)
     text = overcooked_prompt(o)
-    assert "\nHistory:\nObservation: s1. Action: a1.\nObservation: s2. Action: a2.\nObservation: s3. Action: a3." \
-           "\nCurrent Observation: " in text
+    assert (
+        "\nHistory:\nObservation: s1. Action: a1.\nObservation: s2. Action: a2.\nObservation: s3. Action: a3."
+        "\nCurrent Observation: " in text
+    )
     last = PromptBuilder(history_len=1)(o)
     assert "\nHistory:\nObservation: s3. Action: a3.\nCurrent Observation: " in last
     assert "s1" not in last
@@ -58,14 +79,16 @@ def test_alfworld_matches_reference_prompt():
     actions = ("go to armchair 1", "take cellphone 1 from desk 1")
     llf = f"{state}. You are allowed to take the following actions: {', '.join(actions)}."
     # The string the reference builds (and envs/alfworld writes as obs.prompt).
-    reference = (f"Task: Your task is to: {task}\nCurrent observation:{llf}\n"
-                 "Please select an action from the admissible actions. \n Action:")
-    o = TextObservation(prompt=reference, actions=actions, task=task, state=state,
-                        family="alfworld", llf_observation=llf)
+    reference = (
+        f"Task: Your task is to: {task}\nCurrent observation:{llf}\n"
+        "Please select an action from the admissible actions. \n Action:"
+    )
+    o = TextObservation(
+        prompt=reference, actions=actions, task=task, state=state, family="alfworld", llf_observation=llf
+    )
     assert alfworld_prompt(o) == reference
     assert PromptBuilder()(o) == reference
-    o2 = TextObservation(prompt="", actions=actions, task="Your task is to: " + task, state=llf,
-                         family="alfworld")
+    o2 = TextObservation(prompt="", actions=actions, task="Your task is to: " + task, state=llf, family="alfworld")
     assert alfworld_prompt(o2) == reference  # no double "Your task is to"
 
 
@@ -78,9 +101,14 @@ def test_generic_is_the_env_prompt():
 
 
 def test_chat_wrapping_and_errors():
-    tok = Tokenizer(Backend(models.BPE()), source="test", bos_token="<s>", eos_token="</s>",
-                    chat_template="{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}{{ eos_token }}"
-                                  "{% endfor %}{% if add_generation_prompt %}[assistant]{% endif %}")
+    tok = Tokenizer(
+        Backend(models.BPE()),
+        source="test",
+        bos_token="<s>",
+        eos_token="</s>",
+        chat_template="{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}{{ eos_token }}"
+        "{% endfor %}{% if add_generation_prompt %}[assistant]{% endif %}",
+    )
     o = overcooked_obs()
     chat = PromptBuilder(chat=True, tokenizer=tok)
     assert chat(o) == "[user]" + PromptBuilder()(o) + "</s>[assistant]"

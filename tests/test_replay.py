@@ -75,10 +75,14 @@ def test_indexed_transitions_materialize_to_the_same_batch():
     with pytest.raises(ValueError):
         table.add("bad", np.zeros(3))
     ib = replay.IndexedTransition(
-        obs_idx=np.array([1, 5], np.int32), cand_idx=np.array([[0, 1, 2], [3, 4, 4]], np.int32),
-        cand_mask=np.array([[True, True, True], [True, True, False]]), reward=np.array([0.5, 1.0], np.float32),
-        discount=np.array([1.0, 0.0], np.float32), next_idx=np.array([[3, 4, 5], [6, 7, 8]], np.int32),
-        next_mask=np.ones((2, 3), bool))
+        obs_idx=np.array([1, 5], np.int32),
+        cand_idx=np.array([[0, 1, 2], [3, 4, 4]], np.int32),
+        cand_mask=np.array([[True, True, True], [True, True, False]]),
+        reward=np.array([0.5, 1.0], np.float32),
+        discount=np.array([1.0, 0.0], np.float32),
+        next_idx=np.array([[3, 4, 5], [6, 7, 8]], np.int32),
+        next_mask=np.ones((2, 3), bool),
+    )
     batch = replay.materialize(ib, jnp.asarray(table.array))
     np.testing.assert_array_equal(batch.obs_feat[1], feats[texts[5]])
     np.testing.assert_array_equal(batch.cand_feat[1, 2], feats[texts[4]])

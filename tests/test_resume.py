@@ -26,14 +26,39 @@ def models():
 
 def _config(algo: str, run_dir) -> object:
     if algo in ("cql-prior", "cql"):
-        return OfflineConfig(env="overcooked-tomato-salad", algo=algo, dataset_size=150, updates=120,
-                             updates_per_dispatch=20, eval_every=40, eval_episodes=1, batch_size=16, seed=7,
-                             checkpoint_every=40, run_dir=str(run_dir), **QUIET)
+        return OfflineConfig(
+            env="overcooked-tomato-salad",
+            algo=algo,
+            dataset_size=150,
+            updates=120,
+            updates_per_dispatch=20,
+            eval_every=40,
+            eval_episodes=1,
+            batch_size=16,
+            seed=7,
+            checkpoint_every=40,
+            run_dir=str(run_dir),
+            **QUIET,
+        )
     env = "overcooked-tomato-salad" if algo in ("dqn-prior", "llm") else "frozen-lake"
     ppo = algo.startswith("ppo")
-    return TrainConfig(env=env, algo=algo, env_steps=96 if ppo else 120, num_envs=2, eval_every=48, eval_episodes=1,
-                       learning_starts=20, train_every=10, updates_per_train=4, rollout_steps=8, log_every=24,
-                       seed=5, checkpoint_every=16 if not algo == "llm" else 40, run_dir=str(run_dir), **QUIET)
+    return TrainConfig(
+        env=env,
+        algo=algo,
+        env_steps=96 if ppo else 120,
+        num_envs=2,
+        eval_every=48,
+        eval_episodes=1,
+        learning_starts=20,
+        train_every=10,
+        updates_per_train=4,
+        rollout_steps=8,
+        log_every=24,
+        seed=5,
+        checkpoint_every=16 if not algo == "llm" else 40,
+        run_dir=str(run_dir),
+        **QUIET,
+    )
 
 
 def _run(config, models, on_log=None):

@@ -15,19 +15,68 @@ from prior_rl.io import checkpoint as ckpt
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["--eval-episodes", "2", "--no-progress", "--seed", "3"]
 RUNS = {  # (command, steps); each checkpoints often enough to be killed between two checkpoints
-    "dqn": ["train", "--env", "frozen-lake", "--algo", "dqn", "--env-steps", "400", "--num-envs", "2",
-            "--checkpoint-every", "40", "--eval-every", "200", *COMMON],
-    "ppo-prior": ["train", "--env", "frozen-lake", "--algo", "ppo-prior", "--env-steps", "512", "--num-envs", "2",
-                  "--checkpoint-every", "16", "--eval-every", "256", *COMMON],
-    "cql-prior": ["offline", "--env", "overcooked-tomato-salad", "--algo", "cql-prior", "--dataset-size", "300",
-                  "--updates", "600", "--eval-every", "100", "--checkpoint-every", "100", *COMMON],
+    "dqn": [
+        "train",
+        "--env",
+        "frozen-lake",
+        "--algo",
+        "dqn",
+        "--env-steps",
+        "400",
+        "--num-envs",
+        "2",
+        "--checkpoint-every",
+        "40",
+        "--eval-every",
+        "200",
+        *COMMON,
+    ],
+    "ppo-prior": [
+        "train",
+        "--env",
+        "frozen-lake",
+        "--algo",
+        "ppo-prior",
+        "--env-steps",
+        "512",
+        "--num-envs",
+        "2",
+        "--checkpoint-every",
+        "16",
+        "--eval-every",
+        "256",
+        *COMMON,
+    ],
+    "cql-prior": [
+        "offline",
+        "--env",
+        "overcooked-tomato-salad",
+        "--algo",
+        "cql-prior",
+        "--dataset-size",
+        "300",
+        "--updates",
+        "600",
+        "--eval-every",
+        "100",
+        "--checkpoint-every",
+        "100",
+        *COMMON,
+    ],
 }
 
 
 def _run(args, **kw):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.Popen([sys.executable, "-m", "prior_rl", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "prior_rl", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kw,
+    )
 
 
 def _final_params(run_dir: Path):
@@ -78,8 +127,9 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, algo):
     rows = list(csv.DictReader(open(killed_dir / "metrics.csv")))
     straight_rows = list(csv.DictReader(open(tmp_path / "straight" / "metrics.csv")))
     clock = ("wall_s", "env_steps_per_s")
-    assert [{k: v for k, v in r.items() if k not in clock} for r in rows] == \
-        [{k: v for k, v in r.items() if k not in clock} for r in straight_rows]
+    assert [{k: v for k, v in r.items() if k not in clock} for r in rows] == [
+        {k: v for k, v in r.items() if k not in clock} for r in straight_rows
+    ]
 
 
 def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path, monkeypatch):
@@ -101,10 +151,20 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp
         return agent._replace(update=update)
 
     monkeypatch.setattr(value_loop, "make_q_agent", poisoned)
-    config = train_mod.TrainConfig(env="frozen-lake", algo="dqn", env_steps=400, num_envs=2, train_every=20,
-                                   updates_per_train=20, learning_starts=20, checkpoint_every=20,
-                                   run_dir=str(tmp_path / "run"), progress=False, eval_every=10_000,
-                                   eval_episodes=1)
+    config = train_mod.TrainConfig(
+        env="frozen-lake",
+        algo="dqn",
+        env_steps=400,
+        num_envs=2,
+        train_every=20,
+        updates_per_train=20,
+        learning_starts=20,
+        checkpoint_every=20,
+        run_dir=str(tmp_path / "run"),
+        progress=False,
+        eval_every=10_000,
+        eval_episodes=1,
+    )
     with pytest.raises(train_mod.NonFiniteLossError, match=r"loss became nan .*last good checkpoint is kept"):
         train_mod.train(config)
     assert ckpt.list_steps(tmp_path / "run" / "checkpoints") == [20, 40, 60]  # the bad state is never saved

@@ -20,7 +20,7 @@ import sys
 
 if __name__ == "__main__":  # fake devices must be requested before jax is imported
     if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2")
+        os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))  # a source checkout
 
@@ -42,9 +42,15 @@ def toy_transitions(rng: np.random.Generator, n: int) -> Transition:
     """n random transitions (leading axis [n]): features [n, D] and [n, K, D], masks [n, K] with padding."""
     f = lambda *s: rng.normal(size=s).astype(np.float32)
     mask = lambda: (rng.random((n, K)) < 0.8) | (np.arange(K) == 0)  # slot 0 always valid
-    return Transition(obs_feat=f(n, D), cand_feat=f(n, K, D), cand_mask=mask(), reward=f(n),
-                      discount=(rng.random(n) < 0.9).astype(np.float32), next_cand_feat=f(n, K, D),
-                      next_mask=mask())
+    return Transition(
+        obs_feat=f(n, D),
+        cand_feat=f(n, K, D),
+        cand_mask=mask(),
+        reward=f(n),
+        discount=(rng.random(n) < 0.9).astype(np.float32),
+        next_cand_feat=f(n, K, D),
+        next_mask=mask(),
+    )
 
 
 def make_huber_loss(agent, delta: float = 1.0):
@@ -111,8 +117,13 @@ def main() -> dict:
     print(f"data-parallel over {mesh.size} devices: max |Δparams| {diff_state:.2e}, max |Δloss| {diff_loss:.2e}")
     assert diff_state < 1e-6 and diff_loss < 1e-6, (diff_state, diff_loss)
     assert max_abs_diff(state.params, single.params) > 1e-4  # the updates did move the parameters
-    return {"devices": mesh.size, "diff_state": diff_state, "diff_loss": diff_loss,
-            "huber_loss": float(m_huber["td_loss"][-1]), "max_loss": float(m_max["td_loss"][-1])}
+    return {
+        "devices": mesh.size,
+        "diff_state": diff_state,
+        "diff_loss": diff_loss,
+        "huber_loss": float(m_huber["td_loss"][-1]),
+        "max_loss": float(m_max["td_loss"][-1]),
+    }
 
 
 if __name__ == "__main__":

@@ -65,7 +65,21 @@ def installed_versions() -> dict[str, str | None]:
 
 
 __all__ = [
-    "ALFRED_PDDL_PATH", "ALFRED_TWL2_PATH", "AlfredDemangler", "AlfredInfos", "INSTALL_HINT", "LAYOUTS_DIR", "PINNED",
-    "PddlEnv", "add_task_to_grammar", "alfworld_constants", "alfworld_goals", "fast_downward", "installed_versions",
-    "textworld", "tw_logic", "tw_pddl_logic", "tw_textgen",
+    "ALFRED_PDDL_PATH",
+    "ALFRED_TWL2_PATH",
+    "AlfredDemangler",
+    "AlfredInfos",
+    "INSTALL_HINT",
+    "LAYOUTS_DIR",
+    "PINNED",
+    "PddlEnv",
+    "add_task_to_grammar",
+    "alfworld_constants",
+    "alfworld_goals",
+    "fast_downward",
+    "installed_versions",
+    "textworld",
+    "tw_logic",
+    "tw_pddl_logic",
+    "tw_textgen",
 ]

@@ -41,8 +41,13 @@ from envs.base import NO_EXPERT_ACTION, TextEnv, TextObservation
 
 BANNER = re.compile(r"^\s*-= Welcome to TextWorld, ALFRED! =-\s*")
 TASK_LINE = re.compile(r"Your task is to: (.*)")
-SPLIT_FOLDERS = {"train": "train", "unseen": "valid_unseen", "valid_unseen": "valid_unseen",
-                 "seen": "valid_seen", "valid_seen": "valid_seen"}
+SPLIT_FOLDERS = {
+    "train": "train",
+    "unseen": "valid_unseen",
+    "valid_unseen": "valid_unseen",
+    "seen": "valid_seen",
+    "valid_seen": "valid_seen",
+}
 ALLOWED = "You are allowed to take the following actions"
 _GAME_KEYS = ("pddl_domain", "grammar", "pddl_problem")
 
@@ -64,8 +69,12 @@ def generated_root(cache_dir: str | os.PathLike | None = None, seed: int = gener
     """The generated dataset (an ALFWORLD_DATA-style root), generating it on first use (~1 min, atomically)."""
     root = Path(cache_dir or default_cache_dir()) / f"pick-v{generate.GENERATOR_VERSION}-seed{seed}"
     if not root.exists():
-        print(f"alfworld-pick: generating the {len(generate.TRAIN_TASKS)}+{generate.NUM_UNSEEN} games into {root} "
-              "(about a minute, once)", file=sys.stderr, flush=True)
+        print(
+            f"alfworld-pick: generating the {len(generate.TRAIN_TASKS)}+{generate.NUM_UNSEEN} games into {root} "
+            "(about a minute, once)",
+            file=sys.stderr,
+            flush=True,
+        )
         generate.generate_dataset(root, seed=seed)
     if not (root / "manifest.json").is_file():
         raise AlfworldDataError(f"{root}: generated-games folder without manifest.json; delete it to regenerate")
@@ -117,13 +126,15 @@ def collect_games(split_dir: str | os.PathLike) -> list[str]:
     return sorted(games)
 
 
-def resolve_games(split: str, data: str | os.PathLike | None = None,
-                  cache_dir: str | os.PathLike | None = None) -> tuple[Path, list[str], list[str | None]]:
+def resolve_games(
+    split: str, data: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None
+) -> tuple[Path, list[str], list[str | None]]:
     """(root, game files, task texts or None) of a split. ``data``: None -> ``$ALFWORLD_DATA`` if set, else the
     generated games; ``"generated"``; or a dataset root (the folder holding ``json_2.1.1``)."""
     if split not in SPLIT_FOLDERS:
-        raise ValueError(f"alfworld-pick: unknown split {split!r}; use 'train' or 'unseen' (real data also "
-                         "'valid_seen')")
+        raise ValueError(
+            f"alfworld-pick: unknown split {split!r}; use 'train' or 'unseen' (real data also 'valid_seen')"
+        )
     folder = SPLIT_FOLDERS[split]
     if data is None:
         data = os.environ.get("ALFWORLD_DATA") or "generated"
@@ -149,11 +160,13 @@ def resolve_games(split: str, data: str | os.PathLike | None = None,
     if not split_dir.is_dir():
         raise AlfworldDataError(
             f"ALFWORLD_DATA={root}: no folder {split_dir} (expected the downloaded json_2.1.1 dataset, or unset "
-            "ALFWORLD_DATA / pass data='generated' to play the generated games)")
+            "ALFWORLD_DATA / pass data='generated' to play the generated games)"
+        )
     files = collect_games(split_dir)
     if not files:
-        raise AlfworldDataError(f"ALFWORLD_DATA={root}: {split_dir} holds no solvable Pick & Place game "
-                                "(traj_data.json + game.tw-pddl)")
+        raise AlfworldDataError(
+            f"ALFWORLD_DATA={root}: {split_dir} holds no solvable Pick & Place game (traj_data.json + game.tw-pddl)"
+        )
     return root, files, [None] * len(files)
 
 
@@ -226,8 +239,9 @@ class AlfworldPick(TextEnv):
                 raise ValueError(f"alfworld-pick: no {self.split} game has the task {game!r}; tasks: {self.tasks}")
             return self.tasks.index(game)
         if isinstance(game, bool) or not hasattr(game, "__index__") or not 0 <= int(game) < self.num_games:
-            raise ValueError(f"alfworld-pick: game must be a task text or an index in 0..{self.num_games - 1}, "
-                             f"got {game!r}")
+            raise ValueError(
+                f"alfworld-pick: game must be a task text or an index in 0..{self.num_games - 1}, got {game!r}"
+            )
         return int(game)
 
     def _load(self, index: int) -> None:
@@ -238,8 +252,9 @@ class AlfworldPick(TextEnv):
         try:
             self._tw.load(path)
         except (Exception, SystemExit) as exc:  # tatsu / Fast Downward errors (FD raises SystemExit on some)
-            raise AlfworldDataError(f"{path}: the ALFWorld engine cannot load this game "
-                                    f"({type(exc).__name__}: {exc})") from exc
+            raise AlfworldDataError(
+                f"{path}: the ALFWorld engine cannot load this game ({type(exc).__name__}: {exc})"
+            ) from exc
         self._loaded = index
 
     # -- observations -----------------------------------------------------------------------------------------
@@ -256,19 +271,30 @@ class AlfworldPick(TextEnv):
             command = info["expert_action"]
             expert_action = actions.index(command) if command in actions else NO_EXPERT_ACTION
         llf = f"{state}. {ALLOWED}: {', '.join(actions)}."
-        prompt = (f"Task: Your task is to: {self._task}\nCurrent observation:{llf}\n"
-                  "Please select an action from the admissible actions. \n Action:")
+        prompt = (
+            f"Task: Your task is to: {self._task}\nCurrent observation:{llf}\n"
+            "Please select an action from the admissible actions. \n Action:"
+        )
         obs = TextObservation(
-            prompt=prompt, actions=actions, task=self._task, state=state, family="alfworld",
-            llf_observation=llf, expert_action=expert_action,
-            extra={"split": self.split, "game": self._game, "gamefile": self.game_files[self._game],
-                   "won": self._won},
+            prompt=prompt,
+            actions=actions,
+            task=self._task,
+            state=state,
+            family="alfworld",
+            llf_observation=llf,
+            expert_action=expert_action,
+            extra={"split": self.split, "game": self._game, "gamefile": self.game_files[self._game], "won": self._won},
         )
         return obs, info
 
     def _info(self) -> dict[str, Any]:
-        info: dict[str, Any] = {"success": self._won, "won": self._won, "game": self._game,
-                                "gamefile": self.game_files[self._game], "task": self._task}
+        info: dict[str, Any] = {
+            "success": self._won,
+            "won": self._won,
+            "game": self._game,
+            "gamefile": self.game_files[self._game],
+            "task": self._task,
+        }
         if self.expert_in_info:
             plan = self._expert_plan()
             info["expert_action"] = plan[0] if plan else None

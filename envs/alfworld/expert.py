@@ -30,7 +30,7 @@ _UNMODELLED = ("inreceptacleobject", "holdsanyreceptacleobject", "isreceptacleob
 
 def goal_types(pddl_problem: str) -> tuple[str, str] | None:
     """(object type, receptacle type) of a Pick & Place goal, lowercased as the engine's facts are."""
-    goal = pddl_problem[pddl_problem.lower().find("(:goal"):]
+    goal = pddl_problem[pddl_problem.lower().find("(:goal") :]
     obj, recep = _GOAL_OBJECT.search(goal), _GOAL_RECEPTACLE.search(goal)
     if obj is None or recep is None:
         return None
@@ -120,4 +120,3 @@ def optimal_plan(pddl_state: Any, entity_infos: dict[str, Any], goal: tuple[str,
     if ops is None:
         return None
     return pddl_state.plan_to_templated_actions(ops, entity_infos)
-

@@ -45,37 +45,70 @@ TASK_TYPE = "pick_and_place_simple"
 MAX_RECEPTACLES = 40  # bigger rooms (up to 51) give > 64 admissible commands and very long prompts
 MAX_ATTEMPTS = 20
 
-KINDS = {"kitchen": range(1, 31), "livingroom": range(201, 231), "bedroom": range(301, 331),
-         "bathroom": range(401, 431)}
+KINDS = {
+    "kitchen": range(1, 31),
+    "livingroom": range(201, 231),
+    "bedroom": range(301, 331),
+    "bathroom": range(401, 431),
+}
 UNSEEN_FLOOR_PLANS = frozenset(n for r in KINDS.values() for n in r if n % 100 > 25)
 SEEN_FLOOR_PLANS = frozenset(n for r in KINDS.values() for n in r if n % 100 <= 25)
 
 # The released code's task list (train_alfworld.py `test_envs`, 31 tasks) and the 5 it drops as hard.
 REFERENCE_TASKS = (
-    "put some cellphone on armchair.", "put some candle on sidetable.", "put some candle on toilet.",
-    "put a cellphone in armchair.", "put some soapbottle on toilet.", "put some cellphone on bed.",
-    "put some cellphone on sidetable.", "put a cloth in toilet.", "put some cellphone on desk.",
-    "put a cellphone in drawer.", "put some spraybottle on countertop.", "put some pillow on sofa.",
-    "put some soapbottle on cart.", "put some spraybottle on toilet.", "put some laptop on armchair.",
-    "put a candle in sidetable.", "put a cellphone in bed.", "put a handtowel in garbagecan.",
-    "put some cd on dresser.", "put some box on armchair.", "put a cd in dresser.",
-    "put a spraybottle in countertop.", "put a candle in toilet.", "put a soapbottle in toilet.",
-    "put a laptop in armchair.", "put a cellphone in sidetable.", "put some mug on sidetable.",
-    "put a fork in drawer.", "put a pillow in sofa.", "put some fork on drawer.", "put a cellphone in desk.",
+    "put some cellphone on armchair.",
+    "put some candle on sidetable.",
+    "put some candle on toilet.",
+    "put a cellphone in armchair.",
+    "put some soapbottle on toilet.",
+    "put some cellphone on bed.",
+    "put some cellphone on sidetable.",
+    "put a cloth in toilet.",
+    "put some cellphone on desk.",
+    "put a cellphone in drawer.",
+    "put some spraybottle on countertop.",
+    "put some pillow on sofa.",
+    "put some soapbottle on cart.",
+    "put some spraybottle on toilet.",
+    "put some laptop on armchair.",
+    "put a candle in sidetable.",
+    "put a cellphone in bed.",
+    "put a handtowel in garbagecan.",
+    "put some cd on dresser.",
+    "put some box on armchair.",
+    "put a cd in dresser.",
+    "put a spraybottle in countertop.",
+    "put a candle in toilet.",
+    "put a soapbottle in toilet.",
+    "put a laptop in armchair.",
+    "put a cellphone in sidetable.",
+    "put some mug on sidetable.",
+    "put a fork in drawer.",
+    "put a pillow in sofa.",
+    "put some fork on drawer.",
+    "put a cellphone in desk.",
 )
 REFERENCE_HARD_TASKS = (
-    "put some cellphone on sidetable.", "put a cellphone in bed.", "put some fork on drawer.",
-    "put a cellphone in sidetable.", "put some cd on dresser.",
+    "put some cellphone on sidetable.",
+    "put a cellphone in bed.",
+    "put some fork on drawer.",
+    "put a cellphone in sidetable.",
+    "put some cd on dresser.",
 )
 TRAIN_TASKS = tuple(t for t in REFERENCE_TASKS if t not in REFERENCE_HARD_TASKS) + (
-    "put some cloth on toilet.", "put some handtowel on garbagecan.",
+    "put some cloth on toilet.",
+    "put some handtowel on garbagecan.",
 )
 NUM_UNSEEN = 26
 SPLITS = ("train", "valid_unseen")
 
 _ESCAPES = (("|", "_bar_"), ("-", "_minus_"), ("+", "_plus_"), (".", "_dot_"), (",", "_comma_"))
-_PROPERTY_FACTS = (("Cleanable", "cleanable"), ("Heatable", "heatable"), ("Coolable", "coolable"),
-                   ("Sliceable", "sliceable"))
+_PROPERTY_FACTS = (
+    ("Cleanable", "cleanable"),
+    ("Heatable", "heatable"),
+    ("Coolable", "coolable"),
+    ("Sliceable", "sliceable"),
+)
 
 
 class GenerationError(RuntimeError):
@@ -111,8 +144,8 @@ def parse_task(text: str) -> tuple[str, str, int]:
         head, _, rest = template.partition("{obj}")
         middle = rest.partition("{recep}")[0]
         body = text.rstrip(".")
-        if body.startswith(head) and middle in body[len(head):]:
-            obj, _, recep = body[len(head):].partition(middle)
+        if body.startswith(head) and middle in body[len(head) :]:
+            obj, _, recep = body[len(head) :].partition(middle)
             if obj in names and recep in names:
                 return names[obj], names[recep], index
     raise ValueError(f"not a Pick & Place task text: {text!r}")
@@ -183,17 +216,25 @@ def load_room(floor_plan: int, rng: np.random.Generator | None = None) -> Room:
         receptacles.append(Receptacle(rid, rtype, _location(*poses[rid])))
     portable_all = {o for objs in constants.VAL_RECEPTACLE_OBJECTS.values() for o in objs}
     portable = [t for t in present if t in portable_all and "Sliced" not in t]
-    static_missing = [t for t in present if t in constants.VAL_RECEPTACLE_OBJECTS
-                      and t not in constants.MOVABLE_RECEPTACLES_SET and t not in {r.type for r in receptacles}]
+    static_missing = [
+        t
+        for t in present
+        if t in constants.VAL_RECEPTACLE_OBJECTS
+        and t not in constants.MOVABLE_RECEPTACLES_SET
+        and t not in {r.type for r in receptacles}
+    ]
     if static_missing and rng is None:
-        raise ValueError("load_room needs an rng to place the synthetic receptacles of floor plan "
-                         f"{floor_plan}: {static_missing}")
+        raise ValueError(
+            f"load_room needs an rng to place the synthetic receptacles of floor plan {floor_plan}: {static_missing}"
+        )
     used = {r.id for r in receptacles}
     for rtype in static_missing:
         x, z = reachable[int(rng.integers(len(reachable)))]
         while True:
-            rid = f"{rtype}|{_fmt(x + rng.uniform(-0.5, 0.5))}|{_fmt(rng.uniform(0.0, 1.0))}|" \
-                  f"{_fmt(z + rng.uniform(-0.5, 0.5))}"
+            rid = (
+                f"{rtype}|{_fmt(x + rng.uniform(-0.5, 0.5))}|{_fmt(rng.uniform(0.0, 1.0))}|"
+                f"{_fmt(z + rng.uniform(-0.5, 0.5))}"
+            )
             if rid not in used:
                 break
         used.add(rid)
@@ -201,7 +242,7 @@ def load_room(floor_plan: int, rng: np.random.Generator | None = None) -> Room:
     return Room(floor_plan, _kind(floor_plan), receptacles, portable, reachable)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _listing_room(floor_plan: int) -> Room:
     # Receptacle types and counts do not depend on the rng (it only places the synthetic ones).
     return load_room(floor_plan, np.random.default_rng(floor_plan))
@@ -250,8 +291,11 @@ def build_problem(room: Room, spec: GameSpec, rng: np.random.Generator) -> tuple
     used_ids = {r.id for r in receptacles}
     objects: list[tuple[str, str, Receptacle]] = []
     for otype in room.portable_types:
-        hosts = [r for r in receptacles if room.can_contain(r.type, otype)
-                 and not (otype == obj_type and r.type == recep_type)]
+        hosts = [
+            r
+            for r in receptacles
+            if room.can_contain(r.type, otype) and not (otype == obj_type and r.type == recep_type)
+        ]
         copies = int(rng.integers(1, constants.MAX_NUM_OF_OBJ_INSTANCES + 1))
         if not hosts:
             continue
@@ -259,8 +303,10 @@ def build_problem(room: Room, spec: GameSpec, rng: np.random.Generator) -> tuple
             host = hosts[int(rng.integers(len(hosts)))]
             hx, hy, hz = (float(v) for v in host.id.split("|")[1:4])
             while True:
-                oid = (f"{otype}|{_fmt(hx + rng.uniform(-0.3, 0.3))}|{_fmt(hy + rng.uniform(0.0, 0.3))}|"
-                       f"{_fmt(hz + rng.uniform(-0.3, 0.3))}")
+                oid = (
+                    f"{otype}|{_fmt(hx + rng.uniform(-0.3, 0.3))}|{_fmt(hy + rng.uniform(0.0, 0.3))}|"
+                    f"{_fmt(hz + rng.uniform(-0.3, 0.3))}"
+                )
                 if oid not in used_ids:
                     break
             used_ids.add(oid)
@@ -307,19 +353,30 @@ def build_problem(room: Room, spec: GameSpec, rng: np.random.Generator) -> tuple
                 init.append(f"        ({predicate} {eid})")
     # The goal-library snippet writes typed variables with '#' and carries the closing ')' of the define.
     goal = engine.alfworld_goals.gdict[TASK_TYPE]["pddl"].format(obj=obj_type, recep=recep_type).replace("#", "-")
-    problem = "\n".join([
-        f"(define (problem plan_{spec.trial})",
-        "    (:domain alfred)",
-        "    (:objects",
-        *lines_obj,
-        "    )",
-        "    (:init",
-        *init,
-        "    )",
-    ]) + "\n" + goal.strip("\n") + "\n"
-    info = {"start": start, "num_receptacles": len(receptacles), "num_objects": len(objects),
-            "goal_objects": sum(t == obj_type for _, t, _ in objects),
-            "goal_receptacles": sum(r.type == recep_type for r in receptacles)}
+    problem = (
+        "\n".join(
+            [
+                f"(define (problem plan_{spec.trial})",
+                "    (:domain alfred)",
+                "    (:objects",
+                *lines_obj,
+                "    )",
+                "    (:init",
+                *init,
+                "    )",
+            ]
+        )
+        + "\n"
+        + goal.strip("\n")
+        + "\n"
+    )
+    info = {
+        "start": start,
+        "num_receptacles": len(receptacles),
+        "num_objects": len(objects),
+        "goal_objects": sum(t == obj_type for _, t, _ in objects),
+        "goal_receptacles": sum(r.type == recep_type for r in receptacles),
+    }
     return problem, info
 
 
@@ -343,15 +400,26 @@ def traj_data(spec: GameSpec, floor_plan: int, seed: int) -> dict[str, Any]:
     return {
         "task_id": spec.trial,
         "task_type": TASK_TYPE,
-        "pddl_params": {"object_target": spec.obj, "parent_target": spec.recep, "toggle_target": "",
-                        "mrecep_target": "", "object_sliced": False},
+        "pddl_params": {
+            "object_target": spec.obj,
+            "parent_target": spec.recep,
+            "toggle_target": "",
+            "mrecep_target": "",
+            "object_sliced": False,
+        },
         "scene": {"floor_plan": f"FloorPlan{floor_plan}", "scene_num": floor_plan},
         # One synthetic annotation so that code expecting these keys works; it is not a human annotation.
-        "turk_annotations": {"anns": [{"task_desc": spec.task[0].upper() + spec.task[1:], "high_descs": [],
-                                       "votes": [1, 1, 1]}]},
-        "generator": {"name": "prior_rl envs.alfworld.generate", "version": GENERATOR_VERSION, "seed": seed,
-                      "split": spec.split, "index": spec.index,
-                      "note": "generated offline from alfworld's floor plans; not an ALFRED trajectory"},
+        "turk_annotations": {
+            "anns": [{"task_desc": spec.task[0].upper() + spec.task[1:], "high_descs": [], "votes": [1, 1, 1]}]
+        },
+        "generator": {
+            "name": "prior_rl envs.alfworld.generate",
+            "version": GENERATOR_VERSION,
+            "seed": seed,
+            "split": spec.split,
+            "index": spec.index,
+            "note": "generated offline from alfworld's floor plans; not an ALFRED trajectory",
+        },
     }
 
 
@@ -399,8 +467,13 @@ def generate_game(spec: GameSpec, seed: int, checker: PlannerCheck) -> Game:
         except GenerationError as exc:
             errors.append(str(exc))
             continue
-        game = {"pddl_domain": domain, "grammar": grammar, "pddl_problem": problem, "solvable": False,
-                "walkthrough": None}
+        game = {
+            "pddl_domain": domain,
+            "grammar": grammar,
+            "pddl_problem": problem,
+            "solvable": False,
+            "walkthrough": None,
+        }
         plan = checker.plan(game)
         if plan is None:
             errors.append(f"FloorPlan{floor_plan}: the planner found no winning plan")
@@ -408,8 +481,10 @@ def generate_game(spec: GameSpec, seed: int, checker: PlannerCheck) -> Game:
         game["solvable"], game["walkthrough"] = True, plan
         info.update(floor_plan=floor_plan, kind=room.kind, expert_steps=len(plan), attempt=attempt)
         return Game(spec, floor_plan, traj_data(spec, floor_plan, seed), problem, game, info)
-    raise GenerationError(f"{spec.split} #{spec.index} {spec.task!r}: no solvable game in {MAX_ATTEMPTS} attempts: "
-                          + "; ".join(errors[-3:]))
+    raise GenerationError(
+        f"{spec.split} #{spec.index} {spec.task!r}: no solvable game in {MAX_ATTEMPTS} attempts: "
+        + "; ".join(errors[-3:])
+    )
 
 
 # -- the split ----------------------------------------------------------------------------------------------------
@@ -436,20 +511,21 @@ def split_specs(seed: int = DEFAULT_SEED) -> dict[str, list[GameSpec]]:
     rng = np.random.default_rng([seed, SPLITS.index("valid_unseen")])
     kinds = list(KINDS)
     used: set[tuple[str, str]] = set()
-    rooms_by_kind = {k: sorted(n for n in UNSEEN_FLOOR_PLANS if _kind(n) == k and room_size(n) <= MAX_RECEPTACLES)
-                     for k in kinds}
+    rooms_by_kind = {
+        k: sorted(n for n in UNSEEN_FLOOR_PLANS if _kind(n) == k and room_size(n) <= MAX_RECEPTACLES) for k in kinds
+    }
     for index in range(NUM_UNSEEN):
         kind = kinds[index % len(kinds)]
-        candidates = sorted({pair for n in rooms_by_kind[kind]
-                             for pair in _listing_room(n).goal_pairs()}
-                            - reference_pairs - used)
+        candidates = sorted(
+            {pair for n in rooms_by_kind[kind] for pair in _listing_room(n).goal_pairs()} - reference_pairs - used
+        )
         obj, recep = candidates[int(rng.integers(len(candidates)))]
         used.add((obj, recep))
         template = int(rng.integers(len(_templates())))
-        rooms = tuple(n for n in rooms_by_kind[kind]
-                      if (obj, recep) in _listing_room(n).goal_pairs())
+        rooms = tuple(n for n in rooms_by_kind[kind] if (obj, recep) in _listing_room(n).goal_pairs())
         specs["valid_unseen"].append(
-            GameSpec("valid_unseen", index, task_text(obj, recep, template), obj, recep, template, rooms))
+            GameSpec("valid_unseen", index, task_text(obj, recep, template), obj, recep, template, rooms)
+        )
     return specs
 
 
@@ -496,8 +572,13 @@ def generate_dataset(out: str | os.PathLike, seed: int = DEFAULT_SEED, verbose: 
 def _generate_into(root: Path, seed: int, verbose: bool) -> dict[str, Any]:
     parse_cache.install()
     checker = PlannerCheck()
-    manifest: dict[str, Any] = {"generator_version": GENERATOR_VERSION, "seed": seed, "task_type": TASK_TYPE,
-                                "engine": engine.installed_versions(), "splits": {}}
+    manifest: dict[str, Any] = {
+        "generator_version": GENERATOR_VERSION,
+        "seed": seed,
+        "task_type": TASK_TYPE,
+        "engine": engine.installed_versions(),
+        "splits": {},
+    }
     try:
         for split, specs in split_specs(seed).items():
             entries = []
@@ -505,12 +586,22 @@ def _generate_into(root: Path, seed: int, verbose: bool) -> dict[str, Any]:
                 t0 = time.perf_counter()
                 game = generate_game(spec, seed, checker)
                 write_game(root, split, game)
-                entries.append({"task": spec.task, "object": spec.obj, "receptacle": spec.recep,
-                                "game": f"{game.directory}/game.tw-pddl", **game.info})
+                entries.append(
+                    {
+                        "task": spec.task,
+                        "object": spec.obj,
+                        "receptacle": spec.recep,
+                        "game": f"{game.directory}/game.tw-pddl",
+                        **game.info,
+                    }
+                )
                 if verbose:
-                    print(f"{split:12s} {spec.index:2d} {spec.task:40s} FloorPlan{game.floor_plan:<4d} "
-                          f"receptacles={game.info['num_receptacles']:2d} objects={game.info['num_objects']:2d} "
-                          f"expert={game.info['expert_steps']:2d} ({time.perf_counter() - t0:.1f}s)", flush=True)
+                    print(
+                        f"{split:12s} {spec.index:2d} {spec.task:40s} FloorPlan{game.floor_plan:<4d} "
+                        f"receptacles={game.info['num_receptacles']:2d} objects={game.info['num_objects']:2d} "
+                        f"expert={game.info['expert_steps']:2d} ({time.perf_counter() - t0:.1f}s)",
+                        flush=True,
+                    )
             manifest["splits"][split] = entries
     finally:
         checker.close()

@@ -27,7 +27,8 @@ import sys
 import threading
 import warnings
 from collections import OrderedDict
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from envs.alfworld import engine
 
@@ -139,7 +140,8 @@ def install() -> bool:
             warnings.warn(
                 f"alfworld-pick: the parsing cache patches textworld {engine.PINNED['textworld']} internals; "
                 f"found textworld {version}, so it stays off (steps will be ~3x slower)",
-                RuntimeWarning, stacklevel=2,
+                RuntimeWarning,
+                stacklevel=2,
             )
             return False
         _ORIGINALS["textgen"] = engine.tw_textgen._parse_and_convert
@@ -185,6 +187,7 @@ def clear() -> None:
 
 
 def stats() -> dict[str, dict[str, int]]:
-    return {name: {"size": len(c), "hits": c.hits, "misses": c.misses}
-            for name, c in (("templates", TEMPLATES), ("documents", DOCUMENTS), ("queries", QUERIES),
-                                        ("sas", SAS))}
+    return {
+        name: {"size": len(c), "hits": c.hits, "misses": c.misses}
+        for name, c in (("templates", TEMPLATES), ("documents", DOCUMENTS), ("queries", QUERIES), ("sas", SAS))
+    }

@@ -77,8 +77,13 @@ def measure(split: str, steps_per_game: int) -> dict[str, Any]:
         t0 = time.perf_counter()
         env.reset(seed=env.num_games - 1)
         same.append(time.perf_counter() - t0)
-    row: dict[str, Any] = {"split": split, "games": env.num_games, "reset first visit ms": _ms(first),
-                           "reset revisit ms": _ms(revisit), "reset same game ms": _ms(same)}
+    row: dict[str, Any] = {
+        "split": split,
+        "games": env.num_games,
+        "reset first visit ms": _ms(first),
+        "reset revisit ms": _ms(revisit),
+        "reset same game ms": _ms(same),
+    }
     _, cached_steps = _random_steps(env, steps_per_game)
     row["random step ms"] = _ms(cached_steps)
     row["expert step ms"] = _ms(_expert_steps(env))
@@ -97,11 +102,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     rows = [measure(split, 5 if args.quick else 20) for split in ("train", "unseen")]
-    payload = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                           "load_avg": os.getloadavg()}, "rows": rows}
+    payload = {
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "load_avg": os.getloadavg()},
+        "rows": rows,
+    }
     for row in rows:
-        print(row["split"], {k: (f"{v['mean']:.1f} (p95 {v['p95']:.1f})" if isinstance(v, dict) else round(v, 2))
-                             for k, v in row.items() if k != "split"})
+        print(
+            row["split"],
+            {
+                k: (f"{v['mean']:.1f} (p95 {v['p95']:.1f})" if isinstance(v, dict) else round(v, 2))
+                for k, v in row.items()
+                if k != "split"
+            },
+        )
     print("load average", payload["machine"]["load_avg"])
     if args.json:
         tmp = args.json + ".tmp"

@@ -43,7 +43,21 @@ from envs.overcooked.expert import Plan, expert_action, plan
 from envs.overcooked.text import action_prompt, extract_obs, instruction, obs2text
 
 __all__ = [
-    "HORIZON", "TASKS", "OvercookedEnv", "OvercookedState", "Plan", "TomatoLettuceOnionSalad", "TomatoLettuceSalad",
-    "TomatoSalad", "action_prompt", "expert_action", "extract_obs", "initial_state", "instruction", "obs2text",
-    "observation_vector", "plan", "step_state",
+    "HORIZON",
+    "TASKS",
+    "OvercookedEnv",
+    "OvercookedState",
+    "Plan",
+    "TomatoLettuceOnionSalad",
+    "TomatoLettuceSalad",
+    "TomatoSalad",
+    "action_prompt",
+    "expert_action",
+    "extract_obs",
+    "initial_state",
+    "instruction",
+    "obs2text",
+    "observation_vector",
+    "plan",
+    "step_state",
 ]

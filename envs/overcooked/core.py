@@ -17,8 +17,9 @@ Grid coordinates are ``(x, y)`` = (row from the top, column from the left) on th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 HORIZON = 200  # primitive steps; the macro that crosses it still finishes (§7)
 GAMMA = 0.99  # within-macro discount of primitive rewards (§5.1) and TWOSOME's per-primitive discount
@@ -28,8 +29,13 @@ CORRECT_DELIVERY = 1.0
 WRONG_DELIVERY = -0.1
 
 TASKLIST = (
-    "tomato salad", "lettuce salad", "onion salad", "lettuce-tomato salad", "onion-tomato salad",
-    "lettuce-onion salad", "lettuce-onion-tomato salad",
+    "tomato salad",
+    "lettuce salad",
+    "onion salad",
+    "lettuce-tomato salad",
+    "onion-tomato salad",
+    "lettuce-onion salad",
+    "lettuce-onion-tomato salad",
 )
 # DIRECTION[a] = (dx, dy) for a = right, down, left, up; 4 = stay (§2)
 DIRECTIONS = ((0, 1), (1, 0), (0, -1), (-1, 0))
@@ -74,11 +80,20 @@ class TaskSpec:
         return tuple(world + [*PLATE_INIT, *AGENT_INIT])
 
 
-_V3_MACROS = ("get tomato", "get lettuce", "get onion", "get plate 1", "go to knife 1", "go to knife 2", "deliver",
-              "chop")
+_V3_MACROS = (
+    "get tomato",
+    "get lettuce",
+    "get onion",
+    "get plate 1",
+    "go to knife 1",
+    "go to knife 2",
+    "deliver",
+    "chop",
+)
 TASKS: dict[int, TaskSpec] = {
-    0: TaskSpec(0, "v4", ("tomato",), ((1, 0),), ("get tomato", "get plate 1", "go to knife 1", "deliver", "chop"),
-                "tomato"),
+    0: TaskSpec(
+        0, "v4", ("tomato",), ((1, 0),), ("get tomato", "get plate 1", "go to knife 1", "deliver", "chop"), "tomato"
+    ),
     3: TaskSpec(3, "v3", ("tomato", "lettuce", "onion"), ((1, 0), (2, 0)), _V3_MACROS, "tomato and lettuce"),
     # Not in either paper's scripts; the reference supports it on the v3 map (§13).
     6: TaskSpec(6, "v3", ("tomato", "lettuce", "onion"), ((1, 0), (2, 0)), _V3_MACROS, "tomato, lettuce and onion"),
@@ -394,8 +409,10 @@ def macro_transition(task_id: int, world: tuple[int, ...], action: int) -> Macro
     if result is None:
         spec = task_spec(task_id)
         if not 0 <= action < spec.num_actions:
-            raise ValueError(f"overcooked task {task_id}: macro action must be in 0..{spec.num_actions - 1}, "
-                             f"got {action!r} (macros: {list(spec.macros)})")
+            raise ValueError(
+                f"overcooked task {task_id}: macro action must be in 0..{spec.num_actions - 1}, "
+                f"got {action!r} (macros: {list(spec.macros)})"
+            )
         if delivered(task_id, world):
             raise ValueError(f"overcooked task {task_id}: the dish was already served in {world}; reset first")
         kitchen = _Kitchen(spec, world)
@@ -405,9 +422,7 @@ def macro_transition(task_id: int, world: tuple[int, ...], action: int) -> Macro
     return result
 
 
-def step_state(
-    state: OvercookedState, action: int, horizon: int = HORIZON
-) -> tuple[OvercookedState, float, bool, int]:
+def step_state(state: OvercookedState, action: int, horizon: int = HORIZON) -> tuple[OvercookedState, float, bool, int]:
     """One macro step: ``(next_state, reward, done, prim_steps)``.
 
     ``reward`` = Σ_j 0.99^j r_j over the macro's primitive steps; ``done`` = a correct delivery happened or the
@@ -416,8 +431,12 @@ def step_state(
     """
     result = macro_transition(state.task_id, state.world, action)
     env_step = state.env_step + result.prim_steps
-    return (OvercookedState(state.task_id, result.next_world, env_step), result.reward,
-            result.success or env_step >= horizon, result.prim_steps)
+    return (
+        OvercookedState(state.task_id, result.next_world, env_step),
+        result.reward,
+        result.success or env_step >= horizon,
+        result.prim_steps,
+    )
 
 
 # -- observation vector (§6) ----------------------------------------------------------------------------------
@@ -442,7 +461,7 @@ def observation_vector(task_id: int, world: tuple[int, ...]) -> tuple[int, ...]:
 
         out: list[int] = []
         for i in range(n):
-            x, y, c = world[3 * i: 3 * i + 3]
+            x, y, c = world[3 * i : 3 * i + 3]
             out += [x, y, c] if seen(x, y) else [0, 0, 0]
         for x, y in ((world[3 * n], world[3 * n + 1]), *spec.knives, DELIVERY):
             out += [x, y] if seen(x, y) else [0, 0]

@@ -8,7 +8,8 @@ sentence; ``task`` is RL-LLM-Prior's instruction. See :mod:`envs.overcooked` for
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from envs.base import TextEnv, TextObservation
 from envs.overcooked import expert as _expert
@@ -36,8 +37,13 @@ def text_observation(task_id: int, obs_vector: tuple[int, ...]) -> TextObservati
     if obs is None:
         prompt, labels = obs2text(obs_vector, task_id)
         obs = TextObservation(
-            prompt=prompt, actions=labels, task=instruction(task_id), state=extract_obs(prompt, task_id),
-            family="overcooked", instruction=instruction(task_id), action_prompt=action_prompt(task_id),
+            prompt=prompt,
+            actions=labels,
+            task=instruction(task_id),
+            state=extract_obs(prompt, task_id),
+            family="overcooked",
+            instruction=instruction(task_id),
+            action_prompt=action_prompt(task_id),
             extra={"task_id": task_id},
         )
         _OBS_CACHE[key] = obs
@@ -73,9 +79,16 @@ class OvercookedEnv(TextEnv):
         return self._state
 
     def _info(self, obs_vector: tuple[int, ...]) -> dict[str, Any]:
-        return {"success": False, "prim_steps": 0, "env_step": self._state.env_step, "obs_vector": list(obs_vector),
-                "macro": None, "world": self._state.world, "twosome_reward": 0.0,
-                "twosome_return": self._twosome_return}
+        return {
+            "success": False,
+            "prim_steps": 0,
+            "env_step": self._state.env_step,
+            "obs_vector": list(obs_vector),
+            "macro": None,
+            "world": self._state.world,
+            "twosome_reward": 0.0,
+            "twosome_return": self._twosome_return,
+        }
 
     def set_state(
         self, world: Sequence[int] | OvercookedState, env_step: int = 0
@@ -115,13 +128,20 @@ class OvercookedEnv(TextEnv):
         env_step = state.env_step + result.prim_steps
         # same rule as core.step_state: a correct delivery, or the clock at/over the horizon, ends the episode
         done = result.success or env_step >= self.horizon
-        twosome = GAMMA ** state.env_step * result.reward  # Σ_t 0.99^t r_t over this macro's primitive steps
+        twosome = GAMMA**state.env_step * result.reward  # Σ_t 0.99^t r_t over this macro's primitive steps
         self._twosome_return += twosome
         self._state = OvercookedState(self.task_id, result.next_world, env_step)
         vec = observation_vector(self.task_id, result.next_world)
-        info = {"success": result.success, "prim_steps": result.prim_steps, "env_step": env_step,
-                "obs_vector": list(vec), "macro": self.macros[index], "world": result.next_world,
-                "twosome_reward": twosome, "twosome_return": self._twosome_return}
+        info = {
+            "success": result.success,
+            "prim_steps": result.prim_steps,
+            "env_step": env_step,
+            "obs_vector": list(vec),
+            "macro": self.macros[index],
+            "world": result.next_world,
+            "twosome_reward": twosome,
+            "twosome_return": self._twosome_return,
+        }
         return text_observation(self.task_id, vec), result.reward, done, False, info
 
     # -- expert --------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ recorded in the package docstring.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from envs.overcooked.core import TASKS, task_spec
 
@@ -27,8 +27,16 @@ _TABLE_TEMPLATES = {
     4: "You notice {}, {}, {} and {} on the different tables.",
 }
 V4_LABELS = ("pick up the tomato", "take the bowl", "walk to the cutting board", "serve nothing", "chop nothing")
-V3_LABELS = ("pick up the tomato", "pick up the lettuce", "pick up the onion", "take the empty bowl",
-             "walk to the first cutting board", "walk to the second cutting board", "serve nothing", "chop nothing")
+V3_LABELS = (
+    "pick up the tomato",
+    "pick up the lettuce",
+    "pick up the onion",
+    "take the empty bowl",
+    "walk to the first cutting board",
+    "walk to the second cutting board",
+    "serve nothing",
+    "chop nothing",
+)
 
 
 def goal_sentence(task_id: int) -> str:
@@ -42,8 +50,10 @@ def instruction(task_id: int) -> str:
     return f"Your task is to serve the dish of a bowl only containing chopped {task_spec(task_id).goal_foods}."
 
 
-_ACTION_QUESTION = (", what action should you take next? Based on your previous observations and actions, please "
-                    "select only one action for the next step from the admissible actions: {}. Action:")
+_ACTION_QUESTION = (
+    ", what action should you take next? Based on your previous observations and actions, please "
+    "select only one action for the next step from the admissible actions: {}. Action:"
+)
 
 
 def action_prompt(task_id: int) -> str:
@@ -82,8 +92,10 @@ def _obs2text_v3(v: Sequence[int], task_id: int) -> tuple[str, tuple[str, ...]]:
     if on_table:
         sentences.append(_TABLE_TEMPLATES[len(on_table)].format(*on_table).capitalize())
     in_agent = [i for i in range(4) if pos[i] == agent]
-    boards = {"first": [i for i in range(4) if pos[i] == FIRST_BOARD],
-              "second": [i for i in range(4) if pos[i] == SECOND_BOARD]}
+    boards = {
+        "first": [i for i in range(4) if pos[i] == FIRST_BOARD],
+        "second": [i for i in range(4) if pos[i] == SECOND_BOARD],
+    }
     if max(len(in_agent), len(boards["first"]), len(boards["second"])) >= 2:
         labels[3] = "take the bowl"
     for c, items in boards.items():
@@ -101,11 +113,17 @@ def _obs2text_v3(v: Sequence[int], task_id: int) -> tuple[str, tuple[str, ...]]:
             foods = [_V3_NAMES[i] for i in items if i != 3]
             sentences.append(f"A bowl containing chopped {_food_list(foods)} is on the {c} cutting board.")
     front = next((c for c, cell in FRONT.items() if agent == cell), None)
-    prefix = (f"Currently you are standing in front of the {front} cutting board, carrying" if front
-              else "Currently you are carrying")
+    prefix = (
+        f"Currently you are standing in front of the {front} cutting board, carrying"
+        if front
+        else "Currently you are carrying"
+    )
     if not in_agent:
-        sentences.append(f"Currently you are standing in front of the {front} cutting board without anything in hand."
-                         if front else "Currently you don't have anything in hand.")
+        sentences.append(
+            f"Currently you are standing in front of the {front} cutting board without anything in hand."
+            if front
+            else "Currently you don't have anything in hand."
+        )
     else:
         labels[6] = "serve the dish"
         if 3 in in_agent:
@@ -115,8 +133,11 @@ def _obs2text_v3(v: Sequence[int], task_id: int) -> tuple[str, tuple[str, ...]]:
                 sentences.append(f"{prefix} a bowl in hand.")
             else:
                 foods = _food_list([_V3_NAMES[i] for i in in_agent if i != 3])
-                sentences.append(f"{prefix} a bowl containing chopped {foods} in hand." if front
-                                 else f"{prefix} a bowl containing chopped {foods}.")
+                sentences.append(
+                    f"{prefix} a bowl containing chopped {foods} in hand."
+                    if front
+                    else f"{prefix} a bowl containing chopped {foods}."
+                )
         else:
             i = in_agent[0]
             f = _V3_NAMES[i]
@@ -148,12 +169,16 @@ def _obs2text_v4(v: Sequence[int], task_id: int) -> tuple[str, tuple[str, ...]]:
     elif len(board) == 2:
         sentences.append("A bowl containing a chopped tomato is on the cutting board.")
     front = agent == FRONT["first"]
-    prefix = ("Currently you are standing in front of the cutting board, carrying" if front
-              else "Currently you are carrying")
+    prefix = (
+        "Currently you are standing in front of the cutting board, carrying" if front else "Currently you are carrying"
+    )
     in_agent = [n for n, p in (("tomato", tomato), ("bowl", bowl)) if p == agent]
     if not in_agent:
-        sentences.append("Currently you are standing in front of the cutting board without anything in hand."
-                         if front else "Currently you don't have anything in hand.")
+        sentences.append(
+            "Currently you are standing in front of the cutting board without anything in hand."
+            if front
+            else "Currently you don't have anything in hand."
+        )
     else:
         labels[3] = "serve the dish"
         if "bowl" in in_agent:
@@ -161,8 +186,11 @@ def _obs2text_v4(v: Sequence[int], task_id: int) -> tuple[str, tuple[str, ...]]:
             if len(in_agent) == 1:
                 sentences.append(f"{prefix} a bowl in hand.")
             else:
-                sentences.append(f"{prefix} a bowl containing chopped tomato in hand." if front
-                                 else f"{prefix} a bowl containing chopped tomato.")
+                sentences.append(
+                    f"{prefix} a bowl containing chopped tomato in hand."
+                    if front
+                    else f"{prefix} a bowl containing chopped tomato."
+                )
         elif chopped:
             sentences.append(f"{prefix} a chopped tomato in hand.")
         else:
@@ -186,8 +214,9 @@ def obs2text(obs: Sequence[int], task_id: int) -> tuple[str, tuple[str, ...]]:
         spec = task_spec(task_id)
         expected = 18 if spec.version == "v4" else 26
         if len(key[1]) != expected:
-            raise ValueError(f"overcooked task {task_id}: an observation vector has {expected} entries, "
-                             f"got {len(key[1])}")
+            raise ValueError(
+                f"overcooked task {task_id}: an observation vector has {expected} entries, got {len(key[1])}"
+            )
         out = (_obs2text_v4 if spec.version == "v4" else _obs2text_v3)(key[1], task_id)
         _TEXT_CACHE[key] = out
     return out

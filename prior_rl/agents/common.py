@@ -8,7 +8,8 @@ and an ``apply_gradients(state, grads) -> state``. :func:`make_update_step` turn
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import Any, NamedTuple, Optional
 
 import chex
 import jax
@@ -56,22 +57,41 @@ def first_layer_inputs(params: PyTree, module: str) -> Optional[int]:
         return None
 
 
-def check_action_set(where: str, feat: jax.Array, mask: jax.Array, feat_dim: Optional[int] = None,
-                     names: tuple[str, str] = ("cand_feat", "cand_mask")) -> None:
+def check_action_set(
+    where: str,
+    feat: jax.Array,
+    mask: jax.Array,
+    feat_dim: Optional[int] = None,
+    names: tuple[str, str] = ("cand_feat", "cand_mask"),
+) -> None:
     """Static (trace-time, ``jit``-safe) checks of an action set: ``feat`` [..., k, D] float, ``mask`` [..., k]
     (feat's shape without D) and, when given, D == ``feat_dim``. Raises AssertionError naming ``where``."""
     f, m = names
     shape = tuple(jnp.shape(feat))
     if len(shape) < 2:
         chex.assert_rank(feat, 2, custom_message=f"{where}: {f} should be [..., k, D], got shape {shape}")
-    chex.assert_type(feat, float, custom_message=(
-        f"{where}: {f} should have a floating-point dtype (features), got {jnp.result_type(feat)}"))
-    chex.assert_shape(mask, shape[:-1], custom_message=(
-        f"{where}: {m} should be [..., k] = {shape[:-1]} ({f} without its feature axis), "
-        f"got shape {tuple(jnp.shape(mask))}"))
+    chex.assert_type(
+        feat,
+        float,
+        custom_message=(f"{where}: {f} should have a floating-point dtype (features), got {jnp.result_type(feat)}"),
+    )
+    chex.assert_shape(
+        mask,
+        shape[:-1],
+        custom_message=(
+            f"{where}: {m} should be [..., k] = {shape[:-1]} ({f} without its feature axis), "
+            f"got shape {tuple(jnp.shape(mask))}"
+        ),
+    )
     if feat_dim is not None:
-        chex.assert_axis_dimension(feat, -1, feat_dim, custom_message=(
-            f"{where}: {f} has feature size D = {shape[-1]} but the network was initialised with D = {feat_dim}"))
+        chex.assert_axis_dimension(
+            feat,
+            -1,
+            feat_dim,
+            custom_message=(
+                f"{where}: {f} has feature size D = {shape[-1]} but the network was initialised with D = {feat_dim}"
+            ),
+        )
 
 
 def make_optimizer(

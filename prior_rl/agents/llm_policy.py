@@ -58,8 +58,9 @@ def make_llm_policy(config: LLMPolicyConfig = LLMPolicyConfig()) -> Agent:
     @jax.jit
     def _act(key, prior_logp, act_mask, greedy):
         logits = jnp.where(act_mask, prior_logp, losses.NEG_INF)
-        return jnp.where(greedy, jnp.argmax(logits, axis=-1),
-                         jax.random.categorical(key, logits, axis=-1)).astype(jnp.int32)
+        return jnp.where(greedy, jnp.argmax(logits, axis=-1), jax.random.categorical(key, logits, axis=-1)).astype(
+            jnp.int32
+        )
 
     def act(state: LLMPolicyState, key: Array, prior_logp: Array, act_mask: Array, greedy: bool | None = None):
         del state

@@ -108,11 +108,19 @@ def check_ppo_batch(where: str, batch: PPOBatch, lead: str = "B", table: Optiona
     minibatch, "U B" for ``update``'s stack), the action-set fields agree ([..., n, D] / [..., n]), features and
     per-sample scalars are float, ``action`` is int. With ``table`` [N, D], ``act_feat`` holds int rows [..., n]."""
     feat = (batch.act_feat, f"{lead} n", int) if table is not None else (batch.act_feat, f"{lead} n D", float)
-    losses.check_args(where, act_feat=feat, act_mask=(batch.act_mask, f"{lead} n"), action=(batch.action, lead, int),
-                      logp_old=(batch.logp_old, lead, float), value_old=(batch.value_old, lead, float),
-                      advantage=(batch.advantage, lead, float), returns=(batch.returns, lead, float),
-                      prior_logp=(batch.prior_logp, f"{lead} n", float),
-                      state_feat=(batch.state_feat, f"{lead} Ds", float), table=(table, "N D", float))
+    losses.check_args(
+        where,
+        act_feat=feat,
+        act_mask=(batch.act_mask, f"{lead} n"),
+        action=(batch.action, lead, int),
+        logp_old=(batch.logp_old, lead, float),
+        value_old=(batch.value_old, lead, float),
+        advantage=(batch.advantage, lead, float),
+        returns=(batch.returns, lead, float),
+        prior_logp=(batch.prior_logp, f"{lead} n", float),
+        state_feat=(batch.state_feat, f"{lead} Ds", float),
+        table=(table, "N D", float),
+    )
 
 
 def make_ppo_agent(config: PPOConfig = PPOConfig()) -> Agent:
@@ -122,8 +130,9 @@ def make_ppo_agent(config: PPOConfig = PPOConfig()) -> Agent:
     update(state, batches: PPOBatch with leaves [U, B, ...]) -> (state, metrics[U])
     update(state, batches with act_feat = int32 rows [U, B, n], table [N, D]) -> same, gathered per step
     """
-    net = PolicyValueNetwork(hidden=tuple(config.hidden), add_prior_logits=config.add_prior_logits,
-                             init_scheme=config.init_scheme)
+    net = PolicyValueNetwork(
+        hidden=tuple(config.hidden), add_prior_logits=config.add_prior_logits, init_scheme=config.init_scheme
+    )
     tx = make_optimizer(config.learning_rate, config.weight_decay, config.max_grad_norm)
     needs_prior = config.add_prior_logits or config.kl_coef > 0
 
@@ -143,17 +152,37 @@ def make_ppo_agent(config: PPOConfig = PPOConfig()) -> Agent:
     def _act(params, key, act_feat, act_mask, prior_logp, state_feat, greedy):
         check_action_set("act", act_feat, act_mask, first_layer_inputs(params, "score"), ("act_feat", "act_mask"))
         if prior_logp is not None:
-            chex.assert_type(prior_logp, float, custom_message=(
-                f"act: prior_logp should have a floating-point dtype, got {jnp.result_type(prior_logp)}"))
-            chex.assert_shape(prior_logp, tuple(act_mask.shape), custom_message=(
-                f"act: prior_logp should have act_mask's shape [..., n] = {tuple(act_mask.shape)}, "
-                f"got {tuple(prior_logp.shape)}"))
+            chex.assert_type(
+                prior_logp,
+                float,
+                custom_message=(
+                    f"act: prior_logp should have a floating-point dtype, got {jnp.result_type(prior_logp)}"
+                ),
+            )
+            chex.assert_shape(
+                prior_logp,
+                tuple(act_mask.shape),
+                custom_message=(
+                    f"act: prior_logp should have act_mask's shape [..., n] = {tuple(act_mask.shape)}, "
+                    f"got {tuple(prior_logp.shape)}"
+                ),
+            )
         if state_feat is not None:
-            chex.assert_type(state_feat, float, custom_message=(
-                f"act: state_feat should have a floating-point dtype, got {jnp.result_type(state_feat)}"))
-            chex.assert_shape(state_feat, tuple(act_feat.shape[:-2]) + (first_layer_inputs(params, "value"),),
-                              custom_message=(f"act: state_feat should be [..., Ds] with the action set's batch "
-                                              f"shape {tuple(act_feat.shape[:-2])}, got {tuple(state_feat.shape)}"))
+            chex.assert_type(
+                state_feat,
+                float,
+                custom_message=(
+                    f"act: state_feat should have a floating-point dtype, got {jnp.result_type(state_feat)}"
+                ),
+            )
+            chex.assert_shape(
+                state_feat,
+                tuple(act_feat.shape[:-2]) + (first_layer_inputs(params, "value"),),
+                custom_message=(
+                    f"act: state_feat should be [..., Ds] with the action set's batch "
+                    f"shape {tuple(act_feat.shape[:-2])}, got {tuple(state_feat.shape)}"
+                ),
+            )
         logits, value = net.apply(params, act_feat, act_mask, prior_logp, state_feat)
         logp_all = losses.masked_log_softmax(logits, act_mask)
         sampled = jax.random.categorical(key, logits, axis=-1)
@@ -161,8 +190,15 @@ def make_ppo_agent(config: PPOConfig = PPOConfig()) -> Agent:
         logp = jnp.take_along_axis(logp_all, action[..., None], axis=-1)[..., 0]
         return action, logp, value
 
-    def act(state: PPOState, key: Array, act_feat: Array, act_mask: Array, prior_logp: Optional[Array] = None,
-            state_feat: Optional[Array] = None, greedy: bool = False) -> tuple[Array, Array, Array]:
+    def act(
+        state: PPOState,
+        key: Array,
+        act_feat: Array,
+        act_mask: Array,
+        prior_logp: Optional[Array] = None,
+        state_feat: Optional[Array] = None,
+        greedy: bool = False,
+    ) -> tuple[Array, Array, Array]:
         if needs_prior and prior_logp is None:
             raise ValueError("this PPO agent uses the prior (kl_coef > 0 or add_prior_logits): pass prior_logp")
         if not needs_prior:
@@ -172,14 +208,28 @@ def make_ppo_agent(config: PPOConfig = PPOConfig()) -> Agent:
     def loss(params, state: PPOState, batch: PPOBatch, num_shards: int = 1):
         del state, num_shards  # every term is a batch mean: pmean over equal shards gives the full-batch loss
         check_ppo_batch("loss", batch, "B")
-        logits, value = net.apply(params, batch.act_feat, batch.act_mask,
-                                  batch.prior_logp if config.add_prior_logits else None,
-                                  batch.state_feat if config.use_state_feat else None)
+        logits, value = net.apply(
+            params,
+            batch.act_feat,
+            batch.act_mask,
+            batch.prior_logp if config.add_prior_logits else None,
+            batch.state_feat if config.use_state_feat else None,
+        )
         return losses.ppo_loss(
-            logits, batch.act_mask, batch.action, batch.logp_old, batch.advantage, value, batch.returns,
+            logits,
+            batch.act_mask,
+            batch.action,
+            batch.logp_old,
+            batch.advantage,
+            value,
+            batch.returns,
             batch.prior_logp if config.kl_coef > 0 else None,
-            clip_eps=config.clip_eps, vf_coef=config.vf_coef, ent_coef=config.ent_coef, kl_coef=config.kl_coef,
-            v_old_t=batch.value_old if config.vf_clip is not None else None, vf_clip=config.vf_clip,
+            clip_eps=config.clip_eps,
+            vf_coef=config.vf_coef,
+            ent_coef=config.ent_coef,
+            kl_coef=config.kl_coef,
+            v_old_t=batch.value_old if config.vf_clip is not None else None,
+            vf_clip=config.vf_clip,
         )
 
     def apply_gradients(state: PPOState, grads) -> PPOState:

@@ -30,10 +30,10 @@ from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
-import optax
 import numpy as np
+import optax
 
-from prior_rl import losses
+from prior_rl import losses, replay
 from prior_rl.agents.common import (
     Agent,
     check_action_set,
@@ -45,7 +45,6 @@ from prior_rl.agents.common import (
     scan_updates,
 )
 from prior_rl.networks import QNetwork
-from prior_rl import replay
 from prior_rl.replay import IndexedTransition, Transition
 
 Array = jax.Array
@@ -135,22 +134,35 @@ def select_action(
     return jnp.where(explore, uniform, exploit).astype(jnp.int32)
 
 
-def check_transitions(where: str, batch: Transition | IndexedTransition, lead: str = "B",
-                      table: Optional[Array] = None) -> None:
+def check_transitions(
+    where: str, batch: Transition | IndexedTransition, lead: str = "B", table: Optional[Array] = None
+) -> None:
     """Static (trace-time, ``jit``-safe) checks of a batch: every field has the leading axes ``lead`` ("B" for one
     minibatch, "U B" for ``update``'s stack), candidates and masks agree ([..., k, D] / [..., k]), features are float
     (for an :class:`IndexedTransition`: rows are int and ``table`` [N, D] is float). Raises AssertionError."""
     if isinstance(batch, IndexedTransition) or hasattr(batch, "obs_idx"):
-        losses.check_args(where, obs_idx=(batch.obs_idx, lead, int), cand_idx=(batch.cand_idx, f"{lead} k", int),
-                          cand_mask=(batch.cand_mask, f"{lead} k"), reward=(batch.reward, lead),
-                          discount=(batch.discount, lead), next_idx=(batch.next_idx, f"{lead} k_next", int),
-                          next_mask=(batch.next_mask, f"{lead} k_next"), table=(table, "N D", float))
+        losses.check_args(
+            where,
+            obs_idx=(batch.obs_idx, lead, int),
+            cand_idx=(batch.cand_idx, f"{lead} k", int),
+            cand_mask=(batch.cand_mask, f"{lead} k"),
+            reward=(batch.reward, lead),
+            discount=(batch.discount, lead),
+            next_idx=(batch.next_idx, f"{lead} k_next", int),
+            next_mask=(batch.next_mask, f"{lead} k_next"),
+            table=(table, "N D", float),
+        )
     else:
-        losses.check_args(where, obs_feat=(batch.obs_feat, f"{lead} D", float),
-                          cand_feat=(batch.cand_feat, f"{lead} k D", float), cand_mask=(batch.cand_mask, f"{lead} k"),
-                          reward=(batch.reward, lead), discount=(batch.discount, lead),
-                          next_cand_feat=(batch.next_cand_feat, f"{lead} k_next D", float),
-                          next_mask=(batch.next_mask, f"{lead} k_next"))
+        losses.check_args(
+            where,
+            obs_feat=(batch.obs_feat, f"{lead} D", float),
+            cand_feat=(batch.cand_feat, f"{lead} k D", float),
+            cand_mask=(batch.cand_mask, f"{lead} k"),
+            reward=(batch.reward, lead),
+            discount=(batch.discount, lead),
+            next_cand_feat=(batch.next_cand_feat, f"{lead} k_next D", float),
+            next_mask=(batch.next_mask, f"{lead} k_next"),
+        )
 
 
 def make_q_agent(config: QConfig = QConfig()) -> Agent:
@@ -193,8 +205,13 @@ def make_q_agent(config: QConfig = QConfig()) -> Agent:
         q_next = net.apply(state.target_params, batch.next_cand_feat)  # [B, k]
         discount_t = config.gamma * batch.discount.astype(q_a.dtype)
         td = losses.td_loss(
-            q_a, batch.reward.astype(q_a.dtype), discount_t, q_next, batch.next_mask,
-            reduction=config.td_reduction, soft_alpha=config.soft_backup_alpha,
+            q_a,
+            batch.reward.astype(q_a.dtype),
+            discount_t,
+            q_next,
+            batch.next_mask,
+            reduction=config.td_reduction,
+            soft_alpha=config.soft_backup_alpha,
             reference_broadcast_bug=config.reference_broadcast_bug,
             sum_scale=q_a.shape[0] * num_shards,
         )
@@ -253,5 +270,12 @@ def make_cql(config: Optional[QConfig] = None, **overrides) -> Agent:
 def example_transition(feat_dim: int, k: int) -> Transition:
     """A zero :class:`Transition` with the given shapes (for ``replay.init`` and for compiling ahead of time)."""
     f = np.float32
-    return Transition(np.zeros(feat_dim, f), np.zeros((k, feat_dim), f), np.zeros(k, bool), np.zeros((), f),
-                      np.zeros((), f), np.zeros((k, feat_dim), f), np.zeros(k, bool))
+    return Transition(
+        np.zeros(feat_dim, f),
+        np.zeros((k, feat_dim), f),
+        np.zeros(k, bool),
+        np.zeros((), f),
+        np.zeros((), f),
+        np.zeros((k, feat_dim), f),
+        np.zeros(k, bool),
+    )

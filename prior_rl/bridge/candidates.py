@@ -8,7 +8,8 @@ stores small int32 rows instead of feature vectors, and each distinct string is 
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import jax.numpy as jnp
 import numpy as np
@@ -28,7 +29,9 @@ class CandidateSource(Protocol):
 
     k: int
 
-    def __call__(self, rng: np.random.Generator, observations: Sequence[TextObservation]) -> tuple[np.ndarray, np.ndarray]: ...
+    def __call__(
+        self, rng: np.random.Generator, observations: Sequence[TextObservation]
+    ) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 class AllActions:
@@ -43,8 +46,10 @@ class AllActions:
         for n, obs in enumerate(observations):
             m = len(obs.actions)
             if m > self.k:
-                raise ValueError(f"an observation has {m} admissible actions, more than the {self.k} candidate "
-                                 f"slots; raise max_candidates")
+                raise ValueError(
+                    f"an observation has {m} admissible actions, more than the {self.k} candidate "
+                    f"slots; raise max_candidates"
+                )
             idx[n, :m] = np.arange(m)
             mask[n, :m] = True
         return idx, mask

@@ -15,7 +15,8 @@ the observation and the action text (docs/method.md §3.5, ``--action_normalize 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -73,7 +74,7 @@ def candidate_texts(
 
 
 def candidate_features(
-    encoder: "TextEncoder",
+    encoder: TextEncoder,
     obs: TextObservation,
     action_indices: Sequence[int] | None = None,
     style: str = "paper",
@@ -83,7 +84,7 @@ def candidate_features(
 
 
 def batch_candidate_features(
-    encoder: "TextEncoder",
+    encoder: TextEncoder,
     observations: Sequence[TextObservation],
     action_indices: Sequence[Sequence[int] | None] | None = None,
     style: str = "paper",

@@ -96,16 +96,23 @@ def save(
     except TypeError as e:
         raise TypeError(f"checkpoint metadata must be JSON-serialisable: {e}") from None
     arrays: dict[str, Any] = {"state": state}
-    meta = {"format": _FORMAT, "step": int(step), "metadata": metadata, "rng_impl": None, "has_rng": rng is not None,
-            # shapes/dtypes of the state's leaves: tells a template mismatch apart from a damaged file on restore
-            "leaves": _leaf_specs(state)}
+    meta = {
+        "format": _FORMAT,
+        "step": int(step),
+        "metadata": metadata,
+        "rng_impl": None,
+        "has_rng": rng is not None,
+        # shapes/dtypes of the state's leaves: tells a template mismatch apart from a damaged file on restore
+        "leaves": _leaf_specs(state),
+    }
     if rng is not None:
         arrays["rng"], meta["rng_impl"] = _rng_to_array(rng)
     path.parent.mkdir(parents=True, exist_ok=True)
     ckptr = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
     try:
-        ckptr.save(path.absolute(), ocp.args.Composite(state=ocp.args.StandardSave(arrays),
-                                                       meta=ocp.args.JsonSave(meta)))
+        ckptr.save(
+            path.absolute(), ocp.args.Composite(state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta))
+        )
     finally:
         ckptr.close()
     return path
@@ -180,11 +187,13 @@ def _restore_path(path: Path, template: PyTree) -> Restored:
         raise ValueError(
             f"checkpoint {path} does not match the template: {len(stored)} arrays stored vs {len(wanted)} in the "
             f"template; first difference at array {diff}: stored "
-            f"{stored[diff] if diff < len(stored) else None}, template {wanted[diff] if diff < len(wanted) else None}")
+            f"{stored[diff] if diff < len(stored) else None}, template {wanted[diff] if diff < len(wanted) else None}"
+        )
     arrays_template: dict[str, Any] = {"state": _template_arrays(template)}
     if meta["has_rng"]:
-        shape = (2,) if meta["rng_impl"] is None else jax.random.key_data(
-            jax.random.key(0, impl=meta["rng_impl"])).shape
+        shape = (
+            (2,) if meta["rng_impl"] is None else jax.random.key_data(jax.random.key(0, impl=meta["rng_impl"])).shape
+        )
         arrays_template["rng"] = jax.ShapeDtypeStruct(shape, jnp.uint32)
     ckptr = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
     try:
@@ -192,7 +201,8 @@ def _restore_path(path: Path, template: PyTree) -> Restored:
         arrays = out.state
     except Exception as e:
         raise CorruptCheckpointError(
-            f"checkpoint {path} is corrupt or unreadable: {type(e).__name__}: {str(e)[:500]}") from e
+            f"checkpoint {path} is corrupt or unreadable: {type(e).__name__}: {str(e)[:500]}"
+        ) from e
     finally:
         ckptr.close()
     state = _as_template_structure(arrays["state"], template, path)
@@ -226,15 +236,17 @@ class CheckpointManager:
     def should_save(self, step: int) -> bool:
         return step % self.every == 0 and not step_path(self.directory, step).exists()
 
-    def maybe_save(self, step: int, state: PyTree, *, rng: Optional[jax.Array] = None,
-                   metadata: Optional[dict] = None) -> Optional[Path]:
+    def maybe_save(
+        self, step: int, state: PyTree, *, rng: Optional[jax.Array] = None, metadata: Optional[dict] = None
+    ) -> Optional[Path]:
         """Save when ``step`` is a multiple of ``every`` (and not saved yet); returns the path or None."""
         if not self.should_save(step):
             return None
         return self.save(step, state, rng=rng, metadata=metadata)
 
-    def save(self, step: int, state: PyTree, *, rng: Optional[jax.Array] = None,
-             metadata: Optional[dict] = None) -> Path:
+    def save(
+        self, step: int, state: PyTree, *, rng: Optional[jax.Array] = None, metadata: Optional[dict] = None
+    ) -> Path:
         path = save(self.directory, step, state, rng=rng, metadata=metadata)
         # read it back before deleting anything: a bad write must not cost us the previous good checkpoint
         restored = _restore_path(path, state)

@@ -26,9 +26,10 @@ import os
 import pickle
 import tempfile
 import zlib
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -37,8 +38,10 @@ import envs
 REQUIRED_KEYS = ("task", "state", "action", "next_state", "reward", "done", "actions", "next_actions")
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz")
 PICKLE_SUFFIXES = (".pkl", ".pickle")
-FORMATS = (f"JSON lines ({', '.join(JSONL_SUFFIXES)}) or the reference implementation's plain-data pickle "
-           f"({', '.join(PICKLE_SUFFIXES)})")
+FORMATS = (
+    f"JSON lines ({', '.join(JSONL_SUFFIXES)}) or the reference implementation's plain-data pickle "
+    f"({', '.join(PICKLE_SUFFIXES)})"
+)
 
 
 @dataclass(frozen=True)
@@ -108,10 +111,17 @@ def _transition(rec: dict, where: str) -> Transition:
         if rec.get(key, False) not in (True, False):
             raise ValueError(f"{where}: {key!r} must be true or false, got {rec[key]!r}")
     return Transition(
-        task=rec["task"], state=rec["state"], action=rec["action"], next_state=rec["next_state"],
-        reward=float(reward), done=bool(rec["done"]), actions=tuple(rec["actions"]),
-        next_actions=tuple(rec["next_actions"]), episode=episode,
-        truncated=bool(rec.get("truncated", False)), success=bool(rec.get("success", False)),
+        task=rec["task"],
+        state=rec["state"],
+        action=rec["action"],
+        next_state=rec["next_state"],
+        reward=float(reward),
+        done=bool(rec["done"]),
+        actions=tuple(rec["actions"]),
+        next_actions=tuple(rec["next_actions"]),
+        episode=episode,
+        truncated=bool(rec.get("truncated", False)),
+        success=bool(rec.get("success", False)),
     )
 
 
@@ -162,10 +172,21 @@ def _load_pickle(path: Path) -> list[Transition]:
         with open(path, "rb") as f:
             obj = _PlainDataUnpickler(f).load()
     except _CodeInPickle as exc:
-        raise ValueError(f"{path}: refusing to run code from this pickle (it asks for {exc}); only plain data "
-                         "(lists, tuples, dicts, strings, numbers, booleans, None) is loaded") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError,
-            MemoryError, RecursionError) as exc:
+        raise ValueError(
+            f"{path}: refusing to run code from this pickle (it asks for {exc}); only plain data "
+            "(lists, tuples, dicts, strings, numbers, booleans, None) is loaded"
+        ) from None
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        KeyError,
+        IndexError,
+        AttributeError,
+        MemoryError,
+        RecursionError,
+    ) as exc:
         raise ValueError(f"{path}: not a readable pickle ({type(exc).__name__}: {exc})".replace("\n", " ")) from None
     if not isinstance(obj, (list, tuple)):
         raise ValueError(f"{path}: expected a list of transitions (the reference's 8-tuples), got {type(obj).__name__}")
@@ -174,8 +195,9 @@ def _load_pickle(path: Path) -> list[Transition]:
         where = f"{path}: record {i}"
         if isinstance(rec, (list, tuple)):
             if len(rec) != len(REQUIRED_KEYS):
-                raise ValueError(f"{where}: expected a {len(REQUIRED_KEYS)}-tuple {REQUIRED_KEYS}, "
-                                 f"got {len(rec)} items")
+                raise ValueError(
+                    f"{where}: expected a {len(REQUIRED_KEYS)}-tuple {REQUIRED_KEYS}, got {len(rec)} items"
+                )
             rec = dict(zip(REQUIRED_KEYS, rec))
         elif not isinstance(rec, dict):
             raise ValueError(f"{where}: expected a tuple {REQUIRED_KEYS} or a dict, got {type(rec).__name__}")
@@ -214,8 +236,10 @@ def save_transitions(transitions: Iterable[Transition], path: str | os.PathLike)
     it was. The name must end in one of :data:`JSONL_SUFFIXES`."""
     path = Path(path)
     if dataset_format(path) != "jsonl":
-        raise ValueError(f"cannot write {str(path)!r}: datasets are written as JSON lines; "
-                         f"end the name in one of {', '.join(JSONL_SUFFIXES)}")
+        raise ValueError(
+            f"cannot write {str(path)!r}: datasets are written as JSON lines; "
+            f"end the name in one of {', '.join(JSONL_SUFFIXES)}"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -294,11 +318,21 @@ def generate(
         while True:
             action = int(rng.integers(len(obs.actions))) if rng.random() < eps else env.expert_action()
             next_obs, reward, terminated, truncated, info = env.step(action)
-            episode.append(Transition(
-                task=obs.task, state=obs.state, action=obs.actions[action], next_state=next_obs.state,
-                reward=float(reward), done=bool(terminated), actions=obs.actions, next_actions=next_obs.actions,
-                episode=episode_id, truncated=bool(truncated and not terminated), success=bool(info["success"]),
-            ))
+            episode.append(
+                Transition(
+                    task=obs.task,
+                    state=obs.state,
+                    action=obs.actions[action],
+                    next_state=next_obs.state,
+                    reward=float(reward),
+                    done=bool(terminated),
+                    actions=obs.actions,
+                    next_actions=next_obs.actions,
+                    episode=episode_id,
+                    truncated=bool(truncated and not terminated),
+                    success=bool(info["success"]),
+                )
+            )
             obs = next_obs
             if terminated or truncated:
                 break
@@ -318,6 +352,10 @@ def dataset_stats(transitions: Sequence[Transition], max_steps: int | None = Non
     """Counts that describe a dataset: transitions, episodes, successful episodes, distinct states."""
     episodes = split_episodes(transitions, max_steps)
     successes = sum(any(t.done and t.reward > 0.5 for t in ep) for ep in episodes)
-    return {"transitions": len(transitions), "episodes": len(episodes), "successful_episodes": successes,
-            "success_fraction": successes / max(len(episodes), 1),
-            "distinct_states": len({t.state for t in transitions})}
+    return {
+        "transitions": len(transitions),
+        "episodes": len(episodes),
+        "successful_episodes": successes,
+        "success_fraction": successes / max(len(episodes), 1),
+        "distinct_states": len({t.state for t in transitions}),
+    }

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -67,9 +68,7 @@ class BertConfig:
 
     def __post_init__(self) -> None:
         if self.hidden_act not in _ACTIVATIONS:
-            raise BertLoadError(
-                f"unsupported hidden_act {self.hidden_act!r}; supported: {sorted(_ACTIVATIONS)}"
-            )
+            raise BertLoadError(f"unsupported hidden_act {self.hidden_act!r}; supported: {sorted(_ACTIVATIONS)}")
         if self.position_embedding_type != "absolute":
             raise BertLoadError(
                 f"only absolute position embeddings are implemented, got {self.position_embedding_type!r}"
@@ -80,7 +79,7 @@ class BertConfig:
             )
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "BertConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> BertConfig:
         """Keep the known keys of a HF config dict; unknown keys (dropout rates, architectures, ...) are ignored."""
         model_type = d.get("model_type", "bert")
         if model_type != "bert":
@@ -90,7 +89,7 @@ class BertConfig:
         return cls(**kwargs)
 
     @classmethod
-    def from_json_file(cls, path: str | os.PathLike) -> "BertConfig":
+    def from_json_file(cls, path: str | os.PathLike) -> BertConfig:
         try:
             with open(path, encoding="utf-8") as f:
                 d = json.load(f)
@@ -137,10 +136,10 @@ class BertSelfAttention(nn.Module):
     def __call__(self, x: jax.Array, bias: jax.Array) -> jax.Array:
         """x: [B, L, H]; bias: [B, 1, 1, L] additive mask → [B, L, H] (before the output projection)."""
         c = self.config
-        b, l, _ = x.shape
+        b, length, _ = x.shape
 
         def heads(t: jax.Array) -> jax.Array:  # [B, L, H] → [B, nh, L, hd]
-            return t.reshape(b, l, c.num_attention_heads, c.head_dim).transpose(0, 2, 1, 3)
+            return t.reshape(b, length, c.num_attention_heads, c.head_dim).transpose(0, 2, 1, 3)
 
         q = heads(_dense(c.hidden_size, "query")(x))
         k = heads(_dense(c.hidden_size, "key")(x))
@@ -148,7 +147,7 @@ class BertSelfAttention(nn.Module):
         scores = jnp.einsum("bhqd,bhkd->bhqk", q, k, precision=_PRECISION) / np.sqrt(c.head_dim).astype(np.float32)
         probs = jax.nn.softmax(scores + bias, axis=-1)
         ctx = jnp.einsum("bhqk,bhkd->bhqd", probs, v, precision=_PRECISION)
-        return ctx.transpose(0, 2, 1, 3).reshape(b, l, c.hidden_size)
+        return ctx.transpose(0, 2, 1, 3).reshape(b, length, c.hidden_size)
 
 
 class BertLayer(nn.Module):
@@ -258,8 +257,10 @@ def _hf_name_table(config: BertConfig) -> dict[tuple[str, ...], tuple[str, bool]
         ):
             table[(fx, fx_name, "kernel")] = (f"{hf}.{hf_name}.weight", True)
             table[(fx, fx_name, "bias")] = (f"{hf}.{hf_name}.bias", False)
-        for fx_name, hf_name in (("attention_output_LayerNorm", "attention.output.LayerNorm"),
-                                 ("output_LayerNorm", "output.LayerNorm")):
+        for fx_name, hf_name in (
+            ("attention_output_LayerNorm", "attention.output.LayerNorm"),
+            ("output_LayerNorm", "output.LayerNorm"),
+        ):
             table[(fx, fx_name, "scale")] = (f"{hf}.{hf_name}.weight", False)
             table[(fx, fx_name, "bias")] = (f"{hf}.{hf_name}.bias", False)
     return table
@@ -272,7 +273,7 @@ def _canonical_hf_names(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray
     for name, value in state.items():
         for p in prefixed:
             if name.startswith(p):
-                name = name[len(p):]
+                name = name[len(p) :]
                 break
         if name.startswith(_IGNORED_PREFIXES) or name in _IGNORED_NAMES:
             continue
@@ -292,9 +293,7 @@ def convert_hf_state_dict(state: Mapping[str, np.ndarray], config: BertConfig) -
     """
     hf = _canonical_hf_names(state)
     expected = jax.eval_shape(
-        lambda: BertModel(config).init(
-            jax.random.PRNGKey(0), jnp.zeros((1, 2), jnp.int32), jnp.ones((1, 2), jnp.int32)
-        )
+        lambda: BertModel(config).init(jax.random.PRNGKey(0), jnp.zeros((1, 2), jnp.int32), jnp.ones((1, 2), jnp.int32))
     )["params"]
     table = _hf_name_table(config)
     missing = sorted({hf_name for hf_name, _ in table.values()} - set(hf))

@@ -22,8 +22,9 @@ import os
 import tempfile
 import zipfile
 from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Hashable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -109,7 +110,7 @@ class PriorCache:
             self.put(key, value)
         return value
 
-    def update(self, other: "PriorCache") -> None:
+    def update(self, other: PriorCache) -> None:
         """Copy all entries of ``other`` into this cache (counters unchanged)."""
         for key, value in other._data.items():
             self.put(key, value)
@@ -171,7 +172,7 @@ class PriorCache:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, missing_ok: bool = False) -> "PriorCache":
+    def load(cls, path: str | os.PathLike, missing_ok: bool = False) -> PriorCache:
         """Read a cache written by :meth:`save`. Counters start at zero.
 
         ``missing_ok=True`` returns an empty cache when ``path`` does not exist. A file that exists but cannot be
@@ -249,7 +250,7 @@ def _decode(obj: Any, arrays: dict[str, np.ndarray]) -> Any:
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
     if isinstance(obj, dict) and len(obj) == 1:
-        (tag, payload), = obj.items()
+        ((tag, payload),) = obj.items()
         if tag == "t":
             return tuple(_decode(x, arrays) for x in payload)
         if tag == "l":

@@ -28,8 +28,9 @@ import importlib.metadata
 import json
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -329,6 +330,13 @@ def load_encoder(
             f"exceeds the model's ({config.vocab_size})"
         )
     return TextEncoder(
-        module, variables, tokenizer, name=name, pooling=pooling, normalize=norm,
-        max_length=max_length, batch_size=batch_size, cache=cache,
+        module,
+        variables,
+        tokenizer,
+        name=name,
+        pooling=pooling,
+        normalize=norm,
+        max_length=max_length,
+        batch_size=batch_size,
+        cache=cache,
     )

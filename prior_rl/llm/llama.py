@@ -173,9 +173,13 @@ class DecoderLayer(nn.Module):
         pk, pv, qk, qv = layer_kv
         h = RMSNorm(c.rms_norm_eps, name="input_layernorm")(x)
         attn, kv = Attention(c, name="self_attn")(
-            h, rope, cur_mask,
-            None if pk is None else (pk, pv), prefix_mask,
-            None if qk is None else (qk, qv), past_mask,
+            h,
+            rope,
+            cur_mask,
+            None if pk is None else (pk, pv),
+            prefix_mask,
+            None if qk is None else (qk, qv),
+            past_mask,
         )
         x = x + attn
         x = x + MLP(c, name="mlp")(RMSNorm(c.rms_norm_eps, name="post_attention_layernorm")(x))
@@ -254,8 +258,11 @@ def init_params(config: LlamaConfig, seed: int = 0, dtype: Any = jnp.float32, sc
     zero biases. Shapes come from ``eval_shape`` and values from NumPy, so nothing is compiled."""
     tokens = jnp.zeros((1, 1, 2), jnp.int32)
     shapes = jax.eval_shape(
-        lambda k: LlamaLM(config).init(k, tokens, jnp.zeros_like(tokens), jnp.ones(tokens.shape, bool),
-                                       method=LlamaLM.init_all)["params"], jax.random.key(0))
+        lambda k: LlamaLM(config).init(
+            k, tokens, jnp.zeros_like(tokens), jnp.ones(tokens.shape, bool), method=LlamaLM.init_all
+        )["params"],
+        jax.random.key(0),
+    )
     rng = np.random.default_rng(seed)
 
     def leaf(path, x):

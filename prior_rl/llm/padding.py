@@ -10,7 +10,7 @@ prompt (:func:`pack_groups`), which wastes no tokens on per-candidate padding.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -95,8 +95,8 @@ def pack_groups(
         at = 0
         for a, s in enumerate(group):
             n = len(s)
-            tokens[b, at: at + n] = s
-            segments[b, at: at + n] = a
-            offsets[b, at: at + n] = np.arange(n)
+            tokens[b, at : at + n] = s
+            segments[b, at : at + n] = a
+            offsets[b, at : at + n] = np.arange(n)
             at += n
     return tokens, segments, offsets

@@ -10,12 +10,14 @@ are not rebuilt: pass a directory holding the model's ``tokenizer.json`` instead
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
-from tokenizers import AddedToken, Regex, Tokenizer as _Backend, decoders, models, pre_tokenizers
+from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
+from tokenizers import Tokenizer as _Backend
 
 
 class TokenizerError(ValueError):
@@ -33,8 +35,12 @@ _QWEN2_SPLIT = (
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 GGUF_PRE_SPLITS = {
-    "llama3": _LLAMA3_SPLIT, "llama-v3": _LLAMA3_SPLIT, "llama-bpe": _LLAMA3_SPLIT, "smaug-bpe": _LLAMA3_SPLIT,
-    "qwen2": _QWEN2_SPLIT, "deepseek-r1-qwen": _QWEN2_SPLIT,
+    "llama3": _LLAMA3_SPLIT,
+    "llama-v3": _LLAMA3_SPLIT,
+    "llama-bpe": _LLAMA3_SPLIT,
+    "smaug-bpe": _LLAMA3_SPLIT,
+    "qwen2": _QWEN2_SPLIT,
+    "deepseek-r1-qwen": _QWEN2_SPLIT,
 }
 _GPT2_DEFAULT_PRES = {None, "default", "gpt2", "smollm"}
 _CONTROL, _USER_DEFINED = 3, 4  # llama.cpp token types
@@ -96,8 +102,7 @@ class Tokenizer:
         return ids
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        return self._with_bos(self.backend.encode(text, add_special_tokens=add_special_tokens).ids,
-                              add_special_tokens)
+        return self._with_bos(self.backend.encode(text, add_special_tokens=add_special_tokens).ids, add_special_tokens)
 
     def encode_batch(self, texts: Sequence[str], add_special_tokens: bool = True) -> list[list[int]]:
         encs = self.backend.encode_batch(list(texts), add_special_tokens=add_special_tokens)
@@ -124,12 +129,18 @@ class Tokenizer:
                 f"the tokenizer from {self.source} has no chat template; use a raw prompt (chat=False) "
                 "or load an instruct model whose files include one"
             )
-        return _render_chat(self.chat_template, messages, add_generation_prompt,
-                            bos_token=self.bos_token or "", eos_token=self.eos_token or "")
+        return _render_chat(
+            self.chat_template,
+            messages,
+            add_generation_prompt,
+            bos_token=self.bos_token or "",
+            eos_token=self.eos_token or "",
+        )
 
 
-def _render_chat(template: str, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool,
-                 **special: str) -> str:
+def _render_chat(
+    template: str, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool, **special: str
+) -> str:
     # Same environment options as transformers' `_compile_jinja_template`.
     from jinja2.ext import loopcontrols
     from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -203,8 +214,7 @@ def load_tokenizer_dir(directory: str | Path, model_config: Mapping[str, Any] | 
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible byte -> printable character table."""
-    bs = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-          + list(range(ord("®"), ord("ÿ") + 1)))
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     cs = bs[:]
     n = 0
     for b in range(256):
@@ -230,17 +240,28 @@ def tokenizer_from_gguf_metadata(meta: Mapping[str, Any], source: str) -> Tokeni
     alphabet = set(_bytes_to_unicode().values())
     spell = _bytes_to_unicode()
     # Tokens outside the byte alphabet (rare control tokens) are respelled byte-wise, as transformers does.
-    vocab = {(t if set(t) <= alphabet else "".join(spell[b] for b in t.encode("utf-8"))): i
-             for i, t in enumerate(tokens)}
+    vocab = {
+        (t if set(t) <= alphabet else "".join(spell[b] for b in t.encode("utf-8"))): i for i, t in enumerate(tokens)
+    }
     merges = [tuple(m.split(" ")) for m in merges_raw]
-    backend = _Backend(models.BPE(vocab=vocab, merges=merges, dropout=None, continuing_subword_prefix="",
-                                  end_of_word_suffix="", fuse_unk=False))
+    backend = _Backend(
+        models.BPE(
+            vocab=vocab,
+            merges=merges,
+            dropout=None,
+            continuing_subword_prefix="",
+            end_of_word_suffix="",
+            fuse_unk=False,
+        )
+    )
     pre = meta.get("tokenizer.ggml.pre")
     if pre in GGUF_PRE_SPLITS:
-        backend.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex(GGUF_PRE_SPLITS[pre]), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ])
+        backend.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(GGUF_PRE_SPLITS[pre]), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
     elif pre in _GPT2_DEFAULT_PRES:
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     else:
@@ -251,12 +272,18 @@ def tokenizer_from_gguf_metadata(meta: Mapping[str, Any], source: str) -> Tokeni
         )
     backend.decoder = decoders.ByteLevel()
     types = list(meta.get("tokenizer.ggml.token_type") or ())
-    control = [AddedToken(t, normalized=False, special=True)
-               for t, ty in zip(tokens, types) if ty == _CONTROL and set(t) <= alphabet]
+    control = [
+        AddedToken(t, normalized=False, special=True)
+        for t, ty in zip(tokens, types)
+        if ty == _CONTROL and set(t) <= alphabet
+    ]
     if control:
         backend.add_special_tokens(control)
-    user = [AddedToken(t, normalized=False, special=False)
-            for t, ty in zip(tokens, types) if ty == _USER_DEFINED and t in vocab]
+    user = [
+        AddedToken(t, normalized=False, special=False)
+        for t, ty in zip(tokens, types)
+        if ty == _USER_DEFINED and t in vocab
+    ]
     if user:
         backend.add_tokens(user)
 

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -104,8 +105,13 @@ def _expected_shapes(c: LlamaConfig) -> dict[str, tuple[int, ...]]:
         "mlp.down_proj.weight": (D, F),
     }
     if c.qkv_bias:
-        shapes.update({"self_attn.q_proj.bias": (H * Dh,), "self_attn.k_proj.bias": (KV * Dh,),
-                       "self_attn.v_proj.bias": (KV * Dh,)})
+        shapes.update(
+            {
+                "self_attn.q_proj.bias": (H * Dh,),
+                "self_attn.k_proj.bias": (KV * Dh,),
+                "self_attn.v_proj.bias": (KV * Dh,),
+            }
+        )
     if c.o_bias:
         shapes["self_attn.o_proj.bias"] = (D,)
     return shapes
@@ -119,11 +125,15 @@ def params_from_hf_tensors(
     def fetch(name: str, shape: tuple[int, ...]) -> np.ndarray:
         arr = get(name)
         if arr is None:
-            raise WeightsError(f"{source}: tensor '{name}' is missing; the file is incomplete or not a "
-                               f"{config.architecture} checkpoint")
+            raise WeightsError(
+                f"{source}: tensor '{name}' is missing; the file is incomplete or not a "
+                f"{config.architecture} checkpoint"
+            )
         if tuple(arr.shape) != shape:
-            raise WeightsError(f"{source}: tensor '{name}' has shape {tuple(arr.shape)}, expected {shape} "
-                               f"from the model config; the weights do not match their config")
+            raise WeightsError(
+                f"{source}: tensor '{name}' has shape {tuple(arr.shape)}, expected {shape} "
+                f"from the model config; the weights do not match their config"
+            )
         return np.asarray(arr, dtype=np.float32)
 
     layers: dict[str, Any] = {}
@@ -156,8 +166,9 @@ def config_from_hf(cfg: Mapping[str, Any], source: str) -> LlamaConfig:
     """LlamaConfig from a transformers ``config.json`` dict (model_type llama or qwen2)."""
     arch = cfg.get("model_type")
     if arch not in SUPPORTED_ARCHITECTURES:
-        raise WeightsError(f"{source}: unsupported architecture model_type={arch!r}; supported: "
-                           f"{', '.join(SUPPORTED_ARCHITECTURES)}")
+        raise WeightsError(
+            f"{source}: unsupported architecture model_type={arch!r}; supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
+        )
     act = cfg.get("hidden_act", "silu")
     if act != "silu":
         raise WeightsError(f"{source}: hidden_act={act!r} is not supported (Llama-family models use 'silu')")
@@ -197,8 +208,9 @@ def _open_safetensors(directory: Path) -> Callable[[str], np.ndarray | None]:
 
     files = sorted(directory.glob("*.safetensors"))
     if not files:
-        raise WeightsError(f"no *.safetensors file in {directory}; save the model with "
-                           "model.save_pretrained(dir) (safetensors format)")
+        raise WeightsError(
+            f"no *.safetensors file in {directory}; save the model with model.save_pretrained(dir) (safetensors format)"
+        )
     index: dict[str, Path] = {}
     for f in files:
         try:
@@ -225,8 +237,10 @@ def load_hf_dir(directory: str | Path, dtype: Any = jnp.float32, tokenizer: str 
     directory = Path(directory)
     cfg_path = directory / "config.json"
     if not cfg_path.is_file():
-        raise WeightsError(f"no config.json in {directory}; a Hugging Face model directory needs config.json, "
-                           "*.safetensors and tokenizer.json")
+        raise WeightsError(
+            f"no config.json in {directory}; a Hugging Face model directory needs config.json, "
+            "*.safetensors and tokenizer.json"
+        )
     try:
         raw = json.loads(cfg_path.read_text())
     except json.JSONDecodeError as e:
@@ -260,8 +274,11 @@ _GGUF_LAYER_NAMES = {
     "ffn_up.weight": "mlp.up_proj.weight",
     "ffn_down.weight": "mlp.down_proj.weight",
 }
-_GGUF_GLOBAL_NAMES = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
-                      "output.weight": "lm_head.weight"}
+_GGUF_GLOBAL_NAMES = {
+    "token_embd.weight": "model.embed_tokens.weight",
+    "output_norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+}
 _SKIP_FIELDS = ("tokenizer.ggml.scores",)  # large and unused
 
 
@@ -291,8 +308,10 @@ def _gguf_metadata(reader: Any) -> dict[str, Any]:
 def config_from_gguf(meta: Mapping[str, Any], n_vocab_rows: int, has_output: bool, source: str) -> LlamaConfig:
     arch = meta.get("general.architecture")
     if arch not in SUPPORTED_ARCHITECTURES:
-        raise WeightsError(f"{source}: unsupported architecture general.architecture={arch!r}; supported: "
-                           f"{', '.join(SUPPORTED_ARCHITECTURES)}")
+        raise WeightsError(
+            f"{source}: unsupported architecture general.architecture={arch!r}; supported: "
+            f"{', '.join(SUPPORTED_ARCHITECTURES)}"
+        )
 
     def need(key: str) -> Any:
         full = f"{arch}.{key}"
@@ -322,8 +341,9 @@ def config_from_gguf(meta: Mapping[str, Any], n_vocab_rows: int, has_output: boo
     )
 
 
-def load_gguf(path: str | Path, dtype: Any = jnp.float32, tokenizer: str | Path | None = None,
-              name: str | None = None) -> LLM:
+def load_gguf(
+    path: str | Path, dtype: Any = jnp.float32, tokenizer: str | Path | None = None, name: str | None = None
+) -> LLM:
     import gguf
 
     path = Path(path)

@@ -16,7 +16,16 @@ from prior_rl.prior.scoring import (
 from prior_rl.prior.synthetic import ExpertMixturePrior
 
 __all__ = [
-    "ActionPrior", "CacheFormatError", "ExpertMixturePrior", "PriorCache", "PromptBuilder", "action_logprobs",
-    "map_text_to_action", "packed_action_logprobs", "prior_key", "sample_actions", "sample_from_exact",
+    "ActionPrior",
+    "CacheFormatError",
+    "ExpertMixturePrior",
+    "PriorCache",
+    "PromptBuilder",
+    "action_logprobs",
+    "map_text_to_action",
+    "packed_action_logprobs",
+    "prior_key",
+    "sample_actions",
+    "sample_from_exact",
     "sequence_logprobs",
 ]

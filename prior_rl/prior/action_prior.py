@@ -4,15 +4,14 @@ prompt cache around the pure functions of :mod:`prior_rl.prior.scoring`."""
 from __future__ import annotations
 
 import dataclasses
-import functools
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from envs.base import TextObservation
-from prior_rl.llm.llama import LlamaConfig, LlamaLM, Params, Past, Prefix
 from prior_rl.llm.padding import bucket_length, next_pow2, pack_groups, pad_sequences
 from prior_rl.llm.weights import LLM
 from prior_rl.prior.prompts import PromptBuilder
@@ -66,8 +65,9 @@ class ActionPrior:
         self.length_multiple = int(length_multiple)
         self.max_tokens_per_call = int(max_tokens_per_call)
         tok = llm.tokenizer
-        stop = tok.newline_mask(llm.config.vocab_size).copy() if stop_at_newline else np.zeros(
-            llm.config.vocab_size, bool)
+        stop = (
+            tok.newline_mask(llm.config.vocab_size).copy() if stop_at_newline else np.zeros(llm.config.vocab_size, bool)
+        )
         stop[[i for i in tok.eos_ids if i < llm.config.vocab_size]] = True
         self._stop_mask = jnp.asarray(stop)
         self._action_ids: dict[str, list[int]] = {}
@@ -78,7 +78,7 @@ class ActionPrior:
         """(prompt without trailing spaces, continuation prefix carrying them)."""
         text = self.prompt_fn(obs)
         stripped = text.rstrip(" ")
-        return stripped, text[len(stripped):] + self.action_prefix
+        return stripped, text[len(stripped) :] + self.action_prefix
 
     def _encode_prompts(self, prompts: Sequence[str]) -> list[list[int]]:
         ids = self.llm.tokenizer.encode_batch(prompts, add_special_tokens=True)
@@ -166,7 +166,7 @@ class ActionPrior:
         start = 0
         while start < len(order):
             chunk = self._chunk(order[start:], p_ids, c_ids)
-            idx = order[start:start + chunk]
+            idx = order[start : start + chunk]
             start += chunk
             out_chunk = self._score_chunk([p_ids[i] for i in idx], [c_ids[i] for i in idx])
             for j, i in enumerate(idx):
@@ -200,8 +200,9 @@ class ActionPrior:
         c_rows = list(c_ids) + [[]] * (B - len(c_ids))
         pt, pm = pad_sequences(p_rows, Tp, pad)
         ct, seg, off = pack_groups(c_rows, L, pad)
-        lp = packed_action_logprobs(self.llm.params, pt, pm, ct, seg, off, config=self.llm.config, num_actions=A,
-                                    normalize=self.normalize)
+        lp = packed_action_logprobs(
+            self.llm.params, pt, pm, ct, seg, off, config=self.llm.config, num_actions=A, normalize=self.normalize
+        )
         return np.asarray(lp)[: len(p_ids)]
 
     # -- candidates ----------------------------------------------------------------------------------------
@@ -218,15 +219,24 @@ class ActionPrior:
         pad = self.llm.tokenizer.pad_id
         pt, pm = pad_sequences(list(p_ids) + [[pad]] * (B - len(p_ids)), Tp, pad)
         tokens, lengths = sample_actions(
-            self.llm.params, key, pt, pm, self._stop_mask, config=self.llm.config, k=int(k),
-            max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p,
+            self.llm.params,
+            key,
+            pt,
+            pm,
+            self._stop_mask,
+            config=self.llm.config,
+            k=int(k),
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
         )
         tokens, lengths = np.asarray(tokens), np.asarray(lengths)
         tok = self.llm.tokenizer
         return [[tok.decode(tokens[b, j, : lengths[b, j]]) for j in range(int(k))] for b in range(len(prompts))]
 
-    def candidates(self, rng: jax.Array | int, observations: Sequence[TextObservation], k: int,
-                   mode: str = "exact") -> np.ndarray:
+    def candidates(
+        self, rng: jax.Array | int, observations: Sequence[TextObservation], k: int, mode: str = "exact"
+    ) -> np.ndarray:
         """``int32 [B, k]`` action indices per observation (duplicates kept).
 
         mode "exact": k draws from the softmax of :meth:`logprobs` (at this prior's temperature).
@@ -242,7 +252,8 @@ class ActionPrior:
             return np.asarray(sample_from_exact(key, jnp.asarray(table), int(k), self.temperature))
         if mode == "generate":
             texts = self.generate(rng, observations, k)
-            return np.array([[map_text_to_action(t, obs.actions) for t in row]
-                             for row, obs in zip(texts, observations)], dtype=np.int32)
+            return np.array(
+                [[map_text_to_action(t, obs.actions) for t in row] for row, obs in zip(texts, observations)],
+                dtype=np.int32,
+            )
         raise ValueError(f"unknown candidate mode {mode!r}; use 'exact' or 'generate'")
-

@@ -26,8 +26,9 @@ generation prompt appended; use it with instruct models. The reference used raw 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from envs.base import TextObservation
 from prior_rl.llm.tokenizer import Tokenizer
@@ -50,8 +51,9 @@ def _history_lines(history: Sequence[Any], history_len: int | None) -> list[str]
     return lines
 
 
-def overcooked_prompt(obs: TextObservation, history: Sequence[Any] | None = None,
-                      history_len: int | None = None) -> str:
+def overcooked_prompt(
+    obs: TextObservation, history: Sequence[Any] | None = None, history_len: int | None = None
+) -> str:
     """The reference Overcooked prior prompt. ``history`` overrides ``obs.history``."""
     template = obs.action_prompt
     if not isinstance(template, str) or "{}" not in template:
@@ -64,8 +66,15 @@ def overcooked_prompt(obs: TextObservation, history: Sequence[Any] | None = None
     hist = history if history is not None else obs.history
     lines = _history_lines(hist, history_len)
     state = obs.state or obs.prompt
-    return (instruction + "\nHistory:\n" + "\n".join(lines) + "\nCurrent Observation: " + state + "\n"
-            + template.format(str(list(obs.actions))))
+    return (
+        instruction
+        + "\nHistory:\n"
+        + "\n".join(lines)
+        + "\nCurrent Observation: "
+        + state
+        + "\n"
+        + template.format(str(list(obs.actions)))
+    )
 
 
 def alfworld_prompt(obs: TextObservation) -> str:
@@ -125,8 +134,10 @@ class PromptBuilder:
         if not self.chat:
             return text
         if self.tokenizer is None:
-            raise ValueError("PromptBuilder(chat=True) needs the model's tokenizer (its chat template); "
-                             "pass tokenizer=llm.tokenizer")
+            raise ValueError(
+                "PromptBuilder(chat=True) needs the model's tokenizer (its chat template); pass tokenizer=llm.tokenizer"
+            )
         messages = ([{"role": "system", "content": self.system}] if self.system else []) + [
-            {"role": "user", "content": text}]
+            {"role": "user", "content": text}
+        ]
         return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)

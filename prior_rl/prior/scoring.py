@@ -18,19 +18,13 @@ Pure functions (batched over environments; ``config`` is static, everything else
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-from typing import Any, Callable, Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from envs.base import TextObservation
 from prior_rl.llm.llama import LlamaConfig, LlamaLM, Params, Past, Prefix
-from prior_rl.llm.padding import bucket_length, next_pow2, pack_groups, pad_sequences
-from prior_rl.prior.prompts import PromptBuilder
-from prior_rl.llm.weights import LLM
 
 _HEAD_CHUNK = 256  # rows of hidden states per output-head matmul: bounds the [rows, vocab] logits buffer
 
@@ -136,8 +130,14 @@ def packed_action_logprobs(
     last_logits, prefix, lengths = _prefill(model, params, prompt_tokens, prompt_mask)
     valid = segments >= 0
     positions = lengths[:, None] + offsets
-    hidden, _ = model.apply({"params": params}, packed_tokens[:, None], positions[:, None], valid[:, None],
-                            prefix=prefix, segments=segments[:, None])
+    hidden, _ = model.apply(
+        {"params": params},
+        packed_tokens[:, None],
+        positions[:, None],
+        valid[:, None],
+        prefix=prefix,
+        segments=segments[:, None],
+    )
     hidden = hidden[:, 0]
     D = hidden.shape[-1]
     # A candidate's first token is predicted by the prompt's last position, every later one by its predecessor.
@@ -229,15 +229,17 @@ def sample_actions(
     last_logits, prefix, lengths = _prefill(model, params, prompt_tokens, prompt_mask)
     B = prompt_tokens.shape[0]
     key, sub = jax.random.split(key)
-    first = _sample_token(sub, jnp.broadcast_to(last_logits[:, None], (B, k, last_logits.shape[-1])),
-                          temperature, top_p)
+    first = _sample_token(
+        sub, jnp.broadcast_to(last_logits[:, None], (B, k, last_logits.shape[-1])), temperature, top_p
+    )
     L, KV, Dh = config.num_layers, config.num_kv_heads, config.head_dim
     dtype = prefix.k.dtype
     tokens = jnp.zeros((B, k, G), jnp.int32).at[:, :, 0].set(first)
     done = stop_mask[first]
     out_len = jnp.where(done, 0, G).astype(jnp.int32)
-    past = Past(jnp.zeros((L, B, k, G, KV, Dh), dtype), jnp.zeros((L, B, k, G, KV, Dh), dtype),
-                jnp.zeros((B, k, G), bool))
+    past = Past(
+        jnp.zeros((L, B, k, G, KV, Dh), dtype), jnp.zeros((L, B, k, G, KV, Dh), dtype), jnp.zeros((B, k, G), bool)
+    )
 
     def cond(state):
         t, _, _, done, _, _ = state
@@ -247,8 +249,9 @@ def sample_actions(
         t, tokens, past, done, out_len, key = state
         cur = jax.lax.dynamic_slice_in_dim(tokens, t, 1, axis=2)  # [B, k, 1]
         positions = jnp.broadcast_to((lengths + t)[:, None, None], (B, k, 1))
-        hidden, (nk, nv) = model.apply({"params": params}, cur, positions, jnp.ones((B, k, 1), bool),
-                                       prefix=prefix, past=past)
+        hidden, (nk, nv) = model.apply(
+            {"params": params}, cur, positions, jnp.ones((B, k, 1), bool), prefix=prefix, past=past
+        )
         logits = model.apply({"params": params}, hidden[:, :, 0], method=LlamaLM.logits)  # [B, k, V]
         key, sub = jax.random.split(key)
         nxt = _sample_token(sub, logits, temperature, top_p)
@@ -269,7 +272,10 @@ def sample_actions(
 
 @functools.partial(jax.jit, static_argnames=("k",))
 def sample_from_exact(
-    key: jax.Array, logprobs: jax.Array, k: int, temperature: float | jax.Array = 1.0,
+    key: jax.Array,
+    logprobs: jax.Array,
+    k: int,
+    temperature: float | jax.Array = 1.0,
     mask: jax.Array | None = None,
 ) -> jax.Array:
     """``k`` candidate indices per row from softmax(logprobs / temperature) over the admissible set.
@@ -280,8 +286,7 @@ def sample_from_exact(
     """
     logits = logprobs if mask is None else jnp.where(mask, logprobs, -jnp.inf)
     temperature = jnp.asarray(temperature, jnp.float32)
-    draws = jax.random.categorical(key, logits / jnp.maximum(temperature, 1e-6), axis=-1,
-                                   shape=(k, logits.shape[0])).T
+    draws = jax.random.categorical(key, logits / jnp.maximum(temperature, 1e-6), axis=-1, shape=(k, logits.shape[0])).T
     greedy = jnp.broadcast_to(jnp.argmax(logits, axis=-1)[:, None], draws.shape)
     return jnp.where(temperature > 0, draws, greedy).astype(jnp.int32)
 

@@ -18,7 +18,7 @@ It offers the two methods the training loop uses from :class:`prior_rl.prior.Act
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -31,7 +31,7 @@ def parse_spec(spec: str) -> float | None:
     """``"expert-mix:0.3"`` -> 0.3; any other spec -> None. A malformed probability is a clear error."""
     if not spec.startswith(PREFIX):
         return None
-    text = spec[len(PREFIX):]
+    text = spec[len(PREFIX) :]
     try:
         p = float(text)
     except ValueError:
@@ -66,8 +66,9 @@ class ExpertMixturePrior:
         if n == 0:
             raise ValueError("observation has no admissible actions")
         if isinstance(expert, bool) or not isinstance(expert, (int, np.integer)) or not -1 <= expert < n:
-            raise ValueError(f"TextObservation.expert_action must be an index in 0..{n - 1} or "
-                             f"NO_EXPERT_ACTION (-1), got {expert!r}")
+            raise ValueError(
+                f"TextObservation.expert_action must be an index in 0..{n - 1} or NO_EXPERT_ACTION (-1), got {expert!r}"
+            )
         p = np.full(n, (1.0 - self.p_expert) / n, np.float64)
         if expert != NO_EXPERT_ACTION:
             p[expert] += self.p_expert
@@ -83,13 +84,13 @@ class ExpertMixturePrior:
         with np.errstate(divide="ignore"):
             return [np.log(self._probs(obs)).astype(np.float32) for obs in observations]
 
-    def candidates(self, rng: int, observations: Sequence[TextObservation], k: int,
-                   mode: str = "exact") -> np.ndarray:
+    def candidates(self, rng: int, observations: Sequence[TextObservation], k: int, mode: str = "exact") -> np.ndarray:
         """``int32 [B, k]`` action indices drawn from the mixture (duplicates kept); ``rng`` is an int seed."""
         if mode != "exact":
             raise ValueError(f"the {self.model_key} prior has no text to generate: use prior mode 'exact'")
         if isinstance(rng, bool) or not isinstance(rng, (int, np.integer)):
             raise TypeError(f"the {self.model_key} prior takes an int seed, got {type(rng).__name__}")
         gen = np.random.default_rng(int(rng))
-        return np.array([gen.choice(len(obs.actions), size=int(k), p=self._probs(obs)) for obs in observations],
-                        np.int32)
+        return np.array(
+            [gen.choice(len(obs.actions), size=int(k), p=self._probs(obs)) for obs in observations], np.int32
+        )

@@ -3,7 +3,8 @@ loop, evaluation, the run state and the recorder. ``train(config)`` dispatches a
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 from prior_rl.run.acting import Acted, Candidates, Explore, Policy, make_policy
 from prior_rl.run.config import (
@@ -27,8 +28,9 @@ from prior_rl.run.session import TrainResult, make_replay_update
 from prior_rl.run.value_loop import make_q_agent, train_value_based
 
 
-def train(config: TrainConfig, on_log: Optional[Callable[[dict], None]] = None,
-          store: Optional[ModelStore] = None) -> TrainResult:
+def train(
+    config: TrainConfig, on_log: Optional[Callable[[dict], None]] = None, store: Optional[ModelStore] = None
+) -> TrainResult:
     """Run an online ``config`` to ``config.env_steps`` environment samples: DQN-Prior, DQN and the pure-LLM policy
     in the value loop, PPO and PPO-Prior in the PPO loop. ``store``: models to share with other runs (default: a
     new store, so this run's LLM calls and cache hits are its own)."""
@@ -38,8 +40,29 @@ def train(config: TrainConfig, on_log: Optional[Callable[[dict], None]] = None,
 
 
 __all__ = [
-    "ALGOS", "DEFAULT_EPISODE_STEPS", "OFFLINE_ALGOS", "PRIOR_ALGOS", "PROMPTS", "VALUE_ALGOS", "Acted", "Candidates",
-    "Explore", "ModelStore", "NonFiniteLossError", "OfflineConfig", "Policy", "RunConfig", "TrainConfig",
-    "TrainResult", "evaluate", "make_env", "make_policy", "make_q_agent", "make_replay_update", "train",
-    "train_offline", "train_ppo", "train_value_based",
+    "ALGOS",
+    "DEFAULT_EPISODE_STEPS",
+    "OFFLINE_ALGOS",
+    "PRIOR_ALGOS",
+    "PROMPTS",
+    "VALUE_ALGOS",
+    "Acted",
+    "Candidates",
+    "Explore",
+    "ModelStore",
+    "NonFiniteLossError",
+    "OfflineConfig",
+    "Policy",
+    "RunConfig",
+    "TrainConfig",
+    "TrainResult",
+    "evaluate",
+    "make_env",
+    "make_policy",
+    "make_q_agent",
+    "make_replay_update",
+    "train",
+    "train_offline",
+    "train_ppo",
+    "train_value_based",
 ]

@@ -10,7 +10,8 @@ episode generator). Three kinds share it: ``"q"`` (DQN-Prior, DQN, CQL-Prior, CQ
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -71,8 +72,17 @@ class Policy:
     (or a draw, ``sample``). The featurizer's table grows as new strings are seen; parameters never live here.
     """
 
-    def __init__(self, kind: str, source: Optional[CandidateSource] = None, featurizer: Optional[Featurizer] = None,
-                 agent: Any = None, prior: Any = None, *, use_prior_logp: bool = False, sample: bool = False):
+    def __init__(
+        self,
+        kind: str,
+        source: Optional[CandidateSource] = None,
+        featurizer: Optional[Featurizer] = None,
+        agent: Any = None,
+        prior: Any = None,
+        *,
+        use_prior_logp: bool = False,
+        sample: bool = False,
+    ):
         if kind not in KINDS:
             raise ValueError(f"unknown policy kind {kind!r}; valid kinds are: {', '.join(KINDS)}")
         if kind != "llm" and (source is None or featurizer is None or agent is None):
@@ -93,9 +103,16 @@ class Policy:
         prior_logp = padded_logprobs(self.prior, observations, self.k) if self.use_prior_logp else None
         return Candidates(idx, mask, rows, prior_logp)
 
-    def act(self, agent_state: Any, key: Optional[jax.Array], observations: Sequence[TextObservation],
-            rng: np.random.Generator, *, explore: Explore = GREEDY,
-            candidates: Optional[Candidates] = None) -> Acted:
+    def act(
+        self,
+        agent_state: Any,
+        key: Optional[jax.Array],
+        observations: Sequence[TextObservation],
+        rng: np.random.Generator,
+        *,
+        explore: Explore = GREEDY,
+        candidates: Optional[Candidates] = None,
+    ) -> Acted:
         """Act for a batch of observations with the parameters in ``agent_state``.
 
         key: the agent's jax key; None draws one from ``rng`` (evaluation). ``candidates``: reuse ones computed
@@ -108,12 +125,14 @@ class Policy:
             key = jax.random.key(int(rng.integers(2**31)))
         feats = self.featurizer.device_table()[c.rows]
         if self.kind == "q":
-            slots = np.asarray(self.agent.act(agent_state, key, feats, jnp.asarray(c.mask), explore.epsilon,
-                                              explore.inv_temperature))
+            slots = np.asarray(
+                self.agent.act(agent_state, key, feats, jnp.asarray(c.mask), explore.epsilon, explore.inv_temperature)
+            )
             return Acted(c.indices[np.arange(len(observations)), slots], slots, c)
         prior_logp = jnp.asarray(c.prior_logp) if c.prior_logp is not None else None
-        slots, logp, value = self.agent.act(agent_state, key, feats, jnp.asarray(c.mask), prior_logp,
-                                            greedy=explore.greedy)
+        slots, logp, value = self.agent.act(
+            agent_state, key, feats, jnp.asarray(c.mask), prior_logp, greedy=explore.greedy
+        )
         slots = np.asarray(slots)
         return Acted(c.indices[np.arange(len(observations)), slots], slots, c, logp, value)
 
@@ -133,13 +152,24 @@ class Policy:
         return lambda rng, observations: self.act(agent_state, None, observations, rng).actions
 
 
-def make_policy(kind: str, config: Any, agent: Any = None, prior: Any = None, featurizer: Any = None,
-                *, prior_candidates: bool = False, sample: bool = False) -> Policy:
+def make_policy(
+    kind: str,
+    config: Any,
+    agent: Any = None,
+    prior: Any = None,
+    featurizer: Any = None,
+    *,
+    prior_candidates: bool = False,
+    sample: bool = False,
+) -> Policy:
     """A policy for a run: k prior candidates when ``prior_candidates`` (DQN-Prior, CQL-Prior), else every
     admissible action padded to ``config.max_candidates`` slots; PPO policies read the prior's log-probs when a
     prior is given."""
     if kind == "llm":
         return Policy("llm", prior=prior, sample=sample)
-    source = (PriorCandidates(prior, config.k, config.prior_mode) if prior_candidates
-              else AllActions(pad_width(config.max_candidates)))
+    source = (
+        PriorCandidates(prior, config.k, config.prior_mode)
+        if prior_candidates
+        else AllActions(pad_width(config.max_candidates))
+    )
     return Policy(kind, source, featurizer, agent, prior, use_prior_logp=(kind == "ppo" and prior is not None))

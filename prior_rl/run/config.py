@@ -149,8 +149,10 @@ class TrainConfig(RunConfig):
         if self.algo == "llm" and self.devices > 1:
             raise ValueError("the pure-LLM policy has no updates to run data-parallel; drop --devices")
         if self.algo in ("ppo", "ppo-prior") and (self.rollout_steps * self.num_envs) % self.ppo_minibatches:
-            raise ValueError(f"rollout_steps × num_envs = {self.rollout_steps * self.num_envs} must be divisible by "
-                             f"ppo_minibatches={self.ppo_minibatches}")
+            raise ValueError(
+                f"rollout_steps × num_envs = {self.rollout_steps * self.num_envs} must be divisible by "
+                f"ppo_minibatches={self.ppo_minibatches}"
+            )
 
     @property
     def budget(self) -> int:

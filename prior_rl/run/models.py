@@ -7,7 +7,8 @@ carries over, and each run still reports only the calls it made).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 from envs.base import TextObservation
 from prior_rl.run.config import PROMPTS
@@ -18,13 +19,14 @@ def _env_prompt(obs: TextObservation) -> str:
 
 
 class ModelStore:
-    """``llm(spec)``, ``encoder(spec)`` and ``prior(llm, temperature, prompt, normalize)``, each loaded once per store."""
+    """``llm(spec)``, ``encoder(spec)`` and ``prior(llm, temperature, prompt, normalize)``, each loaded once per
+    store."""
 
-    def __init__(self, parent: Optional["ModelStore"] = None) -> None:
+    def __init__(self, parent: Optional[ModelStore] = None) -> None:
         self._models: dict[tuple[str, ...], Any] = {}
         self._parent = parent  # LLMs and encoders come from (and are loaded into) the parent store
 
-    def with_fresh_priors(self) -> "ModelStore":
+    def with_fresh_priors(self) -> ModelStore:
         """A store that shares this one's LLMs and encoders (loading any new one into this store) but holds its own
         priors, so runs given it start with an empty prompt cache without loading weights again."""
         return ModelStore(parent=self)
@@ -69,8 +71,9 @@ class ModelStore:
 
             prompt_fn = {"env": _env_prompt, "paper": PromptBuilder(), "chat": PromptBuilder(chat=True)}[prompt]
             # the cache makes a revisited prompt cost no LLM call; its misses are the LLM calls we report
-            return ActionPrior(self.llm(llm), prompt_fn=prompt_fn, cache=PriorCache(), normalize=normalize,
-                               temperature=temperature)
+            return ActionPrior(
+                self.llm(llm), prompt_fn=prompt_fn, cache=PriorCache(), normalize=normalize, temperature=temperature
+            )
 
         return self._get(("prior", llm, str(temperature), prompt, str(normalize)), load)
 

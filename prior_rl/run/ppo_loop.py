@@ -8,7 +8,8 @@ state is checkpointed at rollout boundaries every ``checkpoint_every`` updates a
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -44,8 +45,12 @@ class _Loop(NamedTuple):
 
 def make_ppo_for(config: TrainConfig) -> Any:
     """The PPO-Prior or PPO agent of an online config."""
-    common = dict(learning_rate=config.learning_rate, gamma=config.gamma, num_epochs=config.ppo_epochs,
-                  num_minibatches=config.ppo_minibatches)
+    common = dict(
+        learning_rate=config.learning_rate,
+        gamma=config.gamma,
+        num_epochs=config.ppo_epochs,
+        num_minibatches=config.ppo_minibatches,
+    )
     return make_ppo_prior(kl_coef=config.kl_coef, **common) if config.algo == "ppo-prior" else make_ppo(**common)
 
 
@@ -69,9 +74,16 @@ def _setup(config: TrainConfig, store: ModelStore, on_log) -> tuple[_Loop, RunSt
     policy = make_policy("ppo", config, agent, prior, featurizer)
     checkpoints = Checkpoints(config, featurizer, prior)
     recorder = Recorder(dataclasses.replace(config, resume=checkpoints.resuming), prior, on_log)
-    loop = _Loop(config, policy, agent, make_ppo_update(agent, config.devices), make_vector_env(config), recorder,
-                 checkpoints,
-                 np.random.default_rng(config.seed))
+    loop = _Loop(
+        config,
+        policy,
+        agent,
+        make_ppo_update(agent, config.devices),
+        make_vector_env(config),
+        recorder,
+        checkpoints,
+        np.random.default_rng(config.seed),
+    )
     key = jax.random.key(config.seed)
     key, init_key = jax.random.split(key)
     agent_state = agent.init(init_key, featurizer.table.dim, policy.k)
@@ -102,8 +114,18 @@ def _rollout_step(loop: _Loop, state: RunState, buf: dict) -> RunState:
     step = loop.vec.step(acted.slots)
     c, n = acted.candidates, loop.vec.num_envs
     prior = np.asarray(c.prior_logp) if c.prior_logp is not None else np.zeros((n, loop.policy.k), np.float32)
-    values = (c.rows, c.mask, acted.slots, np.asarray(acted.logp), np.asarray(acted.value), step.rewards,
-              step.terminated, step.truncated, _bootstrap_values(loop, state, act_key, step), prior)
+    values = (
+        c.rows,
+        c.mask,
+        acted.slots,
+        np.asarray(acted.logp),
+        np.asarray(acted.value),
+        step.rewards,
+        step.terminated,
+        step.truncated,
+        _bootstrap_values(loop, state, act_key, step),
+        prior,
+    )
     for name, value in zip(ROLLOUT_FIELDS, values):
         buf[name].append(value)
     host, returns = state.host, np.asarray(state.host.ep_returns) + step.rewards
@@ -121,14 +143,28 @@ def _ppo_batch(loop: _Loop, state: RunState, arr: dict) -> PPOBatch:
     """The rollout as one flat PPOBatch with normalised truncation-aware GAE advantages."""
     last_v = loop.policy.act(state.agent, state.key, loop.vec.observations, loop.rng, explore=SAMPLE).value
     adv, returns = losses.gae_with_truncation(
-        jnp.asarray(arr["reward"]), jnp.asarray(arr["term"]), jnp.asarray(arr["trunc"]), jnp.asarray(arr["value"]),
-        jnp.asarray(arr["next_value"]), jnp.asarray(last_v), loop.config.gamma, loop.agent.config.gae_lambda)
+        jnp.asarray(arr["reward"]),
+        jnp.asarray(arr["term"]),
+        jnp.asarray(arr["trunc"]),
+        jnp.asarray(arr["value"]),
+        jnp.asarray(arr["next_value"]),
+        jnp.asarray(last_v),
+        loop.config.gamma,
+        loop.agent.config.gae_lambda,
+    )
     T, N = arr["reward"].shape
     table = loop.policy.featurizer.device_table()
     flat = lambda x: jnp.asarray(x).reshape((T * N,) + x.shape[2:])  # noqa: E731
-    return PPOBatch(table[flat(arr["rows"])], flat(arr["mask"]), flat(arr["action"]).astype(jnp.int32),
-                    flat(arr["logp"]), flat(arr["value"]), losses.normalize_advantages(flat(adv)), flat(returns),
-                    flat(arr["prior"]) if loop.policy.use_prior_logp else None)
+    return PPOBatch(
+        table[flat(arr["rows"])],
+        flat(arr["mask"]),
+        flat(arr["action"]).astype(jnp.int32),
+        flat(arr["logp"]),
+        flat(arr["value"]),
+        losses.normalize_advantages(flat(adv)),
+        flat(returns),
+        flat(arr["prior"]) if loop.policy.use_prior_logp else None,
+    )
 
 
 def _iteration(loop: _Loop, state: RunState) -> RunState:
@@ -142,8 +178,9 @@ def _iteration(loop: _Loop, state: RunState) -> RunState:
     minibatches = make_minibatches(mb_key, batch, config.ppo_epochs, config.ppo_minibatches)
     agent_state, metrics = loop.update(state.agent, minibatches)
     host.updates += config.ppo_epochs * config.ppo_minibatches
-    host.last_metrics = {"loss": check_finite(metrics, host.updates, f" ({host.env_steps} env steps)", loop.recorder,
-                                              loop.checkpoints)}
+    host.last_metrics = {
+        "loss": check_finite(metrics, host.updates, f" ({host.env_steps} env steps)", loop.recorder, loop.checkpoints)
+    }
     return state._replace(agent=agent_state, key=key)
 
 
@@ -157,8 +194,9 @@ def _save(loop: _Loop, state: RunState) -> None:
     loop.checkpoints.save(host.updates, state)
 
 
-def train_ppo(config: TrainConfig, on_log: Optional[Callable[[dict], None]] = None,
-              store: Optional[ModelStore] = None) -> TrainResult:
+def train_ppo(
+    config: TrainConfig, on_log: Optional[Callable[[dict], None]] = None, store: Optional[ModelStore] = None
+) -> TrainResult:
     """PPO or PPO-Prior for ``config.env_steps`` environment samples."""
     loop, state = _setup(config, store or ModelStore(), on_log)
     host = state.host
@@ -180,5 +218,6 @@ def train_ppo(config: TrainConfig, on_log: Optional[Callable[[dict], None]] = No
     loop.recorder.log(_row(host, **final, **host.last_metrics))
     loop.recorder.finish()
     loop.vec.close()
-    return TrainResult(config, loop.recorder.history, final, state.agent, loop.recorder.run_dir, loop.recorder.wall_s,
-                       act, loop.policy)
+    return TrainResult(
+        config, loop.recorder.history, final, state.agent, loop.recorder.run_dir, loop.recorder.wall_s, act, loop.policy
+    )

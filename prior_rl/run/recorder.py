@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -67,8 +68,7 @@ class Recorder:
     # -- resume -----------------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         """The JSON a checkpoint keeps: logged rows, recent episodes, LLM-count offsets."""
-        return {"history": self.history, "recent": [list(x) for x in self.recent],
-                "llm_start": self.llm_counts.state()}
+        return {"history": self.history, "recent": [list(x) for x in self.recent], "llm_start": self.llm_counts.state()}
 
     def restore(self, state: dict[str, Any], position: int) -> None:
         """Continue from a checkpoint taken at ``position`` (env samples online, updates offline)."""
@@ -86,6 +86,8 @@ class Recorder:
             self.logger.close()
         rows = [r for r in self.history if "eval_success" in r]
         if self.run_dir and self.config.plot and rows:
-            plot_curves({self.config.algo: [(r["env_steps"], r["eval_success"], 0.0) for r in rows]},
-                        self.run_dir / "success.png",
-                        title=f"{self.config.algo} on {self.config.env} (seed {self.config.seed})")
+            plot_curves(
+                {self.config.algo: [(r["env_steps"], r["eval_success"], 0.0) for r in rows]},
+                self.run_dir / "success.png",
+                title=f"{self.config.algo} on {self.config.env} (seed {self.config.seed})",
+            )

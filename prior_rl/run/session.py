@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import jax
 
@@ -38,8 +39,11 @@ class Checkpoints:
 
     def __init__(self, config: Any, featurizer: Any, prior: Any):
         self.config, self.featurizer, self.prior = config, featurizer, prior
-        self.manager = (ckpt.CheckpointManager(Path(config.run_dir) / "checkpoints", every=config.checkpoint_every)
-                        if config.run_dir and config.checkpoint_every else None)
+        self.manager = (
+            ckpt.CheckpointManager(Path(config.run_dir) / "checkpoints", every=config.checkpoint_every)
+            if config.run_dir and config.checkpoint_every
+            else None
+        )
         self.resuming = bool(config.resume and run_state.has_checkpoint(config))
         if config.resume and not self.resuming:
             run_state.say_no_checkpoint(config)
@@ -62,8 +66,11 @@ class Checkpoints:
         return run_state.restore(self.manager, agent, buffer, self.featurizer, self.prior)
 
     def where(self) -> str:
-        return (f"The last good checkpoint is kept in {self.manager.directory}." if self.manager
-                else "Lower the learning rate or check the rewards/features.")
+        return (
+            f"The last good checkpoint is kept in {self.manager.directory}."
+            if self.manager
+            else "Lower the learning rate or check the rewards/features."
+        )
 
 
 def check_finite(metrics: dict, updates: int, where: str, recorder: Any, checkpoints: Checkpoints) -> float:
@@ -81,6 +88,7 @@ def make_replay_update(agent: Any, num_updates: int, batch_size: int, devices: i
     or data-parallel over ``devices`` (the minibatch split across a mesh, parameters replicated;
     ``prior_rl.parallel``)."""
     if devices <= 1:
+
         @jax.jit
         def update(state, buffer, table, key):
             return agent.update(state, replay.sample(buffer, key, num_updates, batch_size), table)

@@ -83,8 +83,10 @@ def has_checkpoint(config: Any) -> bool:
 
 
 def say_no_checkpoint(config: Any) -> None:
-    print(f"prior-rl: --resume: no checkpoint in {Path(config.run_dir) / 'checkpoints'}; starting a new run",
-          file=sys.stderr)
+    print(
+        f"prior-rl: --resume: no checkpoint in {Path(config.run_dir) / 'checkpoints'}; starting a new run",
+        file=sys.stderr,
+    )
 
 
 def restore(manager: ckpt.CheckpointManager, agent: Any, buffer: Any, featurizer: Any, prior: Any) -> RunState:
@@ -130,5 +132,8 @@ def pending_to_json(pending: Optional[tuple]) -> Optional[dict]:
 def pending_from_json(pending: Optional[dict]) -> Optional[tuple]:
     if pending is None:
         return None
-    return (np.asarray(pending["indices"], np.int32), np.asarray(pending["mask"], bool),
-            np.asarray(pending["rows"], np.int32))
+    return (
+        np.asarray(pending["indices"], np.int32),
+        np.asarray(pending["mask"], bool),
+        np.asarray(pending["rows"], np.int32),
+    )

@@ -10,7 +10,8 @@ saved; ``resume`` continues from the latest checkpoint and ends exactly where an
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -45,8 +46,14 @@ class _Loop(NamedTuple):
 
 def make_q_agent(config: TrainConfig) -> Any:
     """The DQN-Prior or DQN agent of an online config."""
-    q_config = QConfig(batch_size=config.batch_size, learning_rate=config.learning_rate, gamma=config.gamma,
-                       tau=config.tau, epsilon=config.epsilon, inv_temperature=config.inv_temperature)
+    q_config = QConfig(
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        gamma=config.gamma,
+        tau=config.tau,
+        epsilon=config.epsilon,
+        inv_temperature=config.inv_temperature,
+    )
     return (make_dqn_prior if config.algo == "dqn-prior" else make_dqn)(q_config)
 
 
@@ -58,8 +65,9 @@ def epsilon_at(config: TrainConfig, env_steps: int) -> float:
 
 def _example_item(k: int) -> replay.IndexedTransition:
     z, m = np.zeros(k, np.int32), np.zeros(k, bool)
-    return replay.IndexedTransition(np.zeros((), np.int32), z, m, np.zeros((), np.float32), np.zeros((), np.float32),
-                                    z, m)
+    return replay.IndexedTransition(
+        np.zeros((), np.int32), z, m, np.zeros((), np.float32), np.zeros((), np.float32), z, m
+    )
 
 
 def _setup(config: TrainConfig, store: ModelStore, on_log) -> tuple[_Loop, RunState]:
@@ -74,8 +82,16 @@ def _setup(config: TrainConfig, store: ModelStore, on_log) -> tuple[_Loop, RunSt
         update = make_replay_update(agent, config.updates_per_train, config.batch_size, config.devices)
     checkpoints = Checkpoints(config, featurizer, prior)
     recorder = Recorder(dataclasses.replace(config, resume=checkpoints.resuming), prior, on_log)
-    loop = _Loop(config, policy, agent, make_vector_env(config), recorder, checkpoints, update,
-                 np.random.default_rng(config.seed))
+    loop = _Loop(
+        config,
+        policy,
+        agent,
+        make_vector_env(config),
+        recorder,
+        checkpoints,
+        update,
+        np.random.default_rng(config.seed),
+    )
     return loop, _initial_state(loop, featurizer.table.dim if featurizer else 0)
 
 
@@ -156,8 +172,15 @@ def _env_step(loop: _Loop, state: RunState, pending: Optional[Candidates]):
     if loop.agent is not None:
         target, pending = _next_candidates(loop, step)
         c = acted.candidates
-        item = replay.IndexedTransition(c.rows[np.arange(n), acted.slots], c.rows, c.mask, step.rewards,
-                                        (1.0 - step.terminated).astype(np.float32), target.rows, target.mask)
+        item = replay.IndexedTransition(
+            c.rows[np.arange(n), acted.slots],
+            c.rows,
+            c.mask,
+            step.rewards,
+            (1.0 - step.terminated).astype(np.float32),
+            target.rows,
+            target.mask,
+        )
         buffer = replay.add_batch(buffer, jax.tree.map(jnp.asarray, item))
     for i in np.flatnonzero(step.terminated | step.truncated):
         host.episodes += 1
@@ -169,8 +192,11 @@ def _env_step(loop: _Loop, state: RunState, pending: Optional[Candidates]):
 
 def _maybe_update(loop: _Loop, state: RunState) -> RunState:
     config, host = loop.config, state.host
-    if (loop.agent is None or host.env_steps < config.learning_starts
-            or host.env_steps % config.train_every >= config.num_envs):
+    if (
+        loop.agent is None
+        or host.env_steps < config.learning_starts
+        or host.env_steps % config.train_every >= config.num_envs
+    ):
         return state
     key, upd_key = jax.random.split(state.key)
     agent_state, metrics = loop.update(state.agent, state.buffer, loop.policy.featurizer.device_table(), upd_key)
@@ -196,8 +222,9 @@ def _maybe_log(loop: _Loop, state: RunState) -> None:
         host.next_log += loop.config.log_every
 
 
-def train_value_based(config: TrainConfig, on_log: Optional[Callable[[dict], None]] = None,
-                      store: Optional[ModelStore] = None) -> TrainResult:
+def train_value_based(
+    config: TrainConfig, on_log: Optional[Callable[[dict], None]] = None, store: Optional[ModelStore] = None
+) -> TrainResult:
     """DQN-Prior, DQN or the pure-LLM policy for ``config.env_steps`` environment samples."""
     loop, state = _setup(config, store or ModelStore(), on_log)
     pending = run_state.pending_from_json(state.host.pending)
@@ -221,5 +248,13 @@ def _finish(loop: _Loop, state: RunState, pending: Optional[Candidates]) -> Trai
     loop.recorder.log(_row(host, **final, **host.last_metrics))
     loop.recorder.finish()
     loop.vec.close()
-    return TrainResult(loop.config, loop.recorder.history, final, state.agent, loop.recorder.run_dir,
-                       loop.recorder.wall_s, act, loop.policy)
+    return TrainResult(
+        loop.config,
+        loop.recorder.history,
+        final,
+        state.agent,
+        loop.recorder.run_dir,
+        loop.recorder.wall_s,
+        act,
+        loop.policy,
+    )
