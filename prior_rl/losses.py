@@ -5,9 +5,9 @@ the Q-value of the action taken, ``a_tm1`` an action index, ``r_t`` the reward, 
 discount γ·(1 − terminated) (the caller multiplies γ in, so a timeout keeps ``discount_t = γ``), ``q_t`` the
 *target-network* Q-values of the k prior candidates at s_t and ``mask_t`` their validity (padding is ``False``).
 Duplicated candidates are *kept*: a candidate sampled twice by the LLM counts twice in every mean and logsumexp,
-which weights the backup and the CQL term by the empirical prior p̂_LLM (method.md §3.4).
+which weights the backup and the CQL term by the empirical prior p̂_LLM (docs/method.md §3.4).
 
-The batched helpers (``*_loss``) take a leading batch axis [B] and reduce it. See method.md §2.4–§2.5 and §3.8.
+The batched helpers (``*_loss``) take a leading batch axis [B] and reduce it. See docs/method.md §2.4–§2.5 and §3.8.
 Advantages: :func:`gae_with_truncation` for [T, N] auto-reset rollouts (terminations and truncations),
 :func:`generalized_advantage_estimation` for one segment.
 
@@ -110,7 +110,7 @@ def prior_td_target(r_t: Array, discount_t: Array, q_t: Array, mask_t: Array) ->
 
 
 def soft_prior_td_target(r_t: Array, discount_t: Array, q_t: Array, mask_t: Array, alpha: float) -> Array:
-    """y = r_t + discount_t · α · log( (1/k_valid) Σ_{j valid} exp(q_t[j]/α) )  (soft backup, method.md §2.4).
+    """y = r_t + discount_t · α · log( (1/k_valid) Σ_{j valid} exp(q_t[j]/α) )  (soft backup, docs/method.md §2.4).
 
     The mean (not the sum) makes it a Monte-Carlo estimate of V*(s) = α log E_{a∼p_LLM} exp(Q/α); as α → 0 it
     tends to the max backup. Shapes as in :func:`prior_td_target`.
@@ -179,7 +179,8 @@ def _reduce(x: Array, reduction: str, sum_scale: Optional[float]) -> Array:
 
 
 def reference_broadcast_targets(r_t: Array, discount_t: Array, v_t: Array) -> Array:
-    """The reference code's accidental [B, B] target: target[i, j] = r_t[j] + discount_t[j] · v_t[i] (method.md §3.8).
+    """The reference code's accidental [B, B] target: target[i, j] = r_t[j] + discount_t[j] · v_t[i]
+    (docs/method.md §3.8).
 
     r_t, discount_t, v_t: [B].  Returns [B, B]; row i is what Q_i is regressed onto.
     """

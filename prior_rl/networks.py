@@ -12,7 +12,7 @@
   the admissible set; learning then moves it away, and PPO-Prior's KL term pulls it back.
 
 Initialisation defaults to PyTorch's ``nn.Linear`` default (weights and biases ~ U(±1/√fan_in)), which is what the
-reference's network starts from (method.md §3.6); ``init_scheme="lecun"`` gives flax's default instead.
+reference's network starts from (docs/method.md §3.6); ``init_scheme="lecun"`` gives flax's default instead.
 """
 
 from __future__ import annotations

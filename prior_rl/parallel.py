@@ -2,12 +2,12 @@
 
 The minibatch axis is split over the mesh axis ``"data"``; parameters, optimizer state and target network are
 replicated. Each device computes its shard's loss; the loss is ``pmean``-ed *before* differentiation
-(llm-offline.md §8.3 — pmean-ing the gradients of local losses under ``check_vma=True`` yields n× the gradient).
+(docs/llm-offline.md §8.3 — pmean-ing the gradients of local losses under ``check_vma=True`` yields n× the gradient).
 A 'sum'-reduced TD loss is written as mean × global batch size (``num_shards`` tells the loss the global size),
 so the pmean of shard losses is exactly the full-batch loss.
 
 On fake CPU devices (``XLA_FLAGS=--xla_force_host_platform_device_count=N``) keep at most a few multi-device
-calls in flight: ``jax.block_until_ready`` the result of every call (llm-offline.md §8.4, deadlock otherwise).
+calls in flight: ``jax.block_until_ready`` the result of every call (docs/llm-offline.md §8.4, deadlock otherwise).
 One call runs a whole ``lax.scan`` of updates, so blocking per call costs little.
 """
 

@@ -6,7 +6,7 @@ into a [num_updates, batch] array, so one dispatch yields the minibatches of a w
 
 Two item formats are provided:
 
-* :class:`Transition` — features stored directly (the reference's format, method.md §3.7). One item costs
+* :class:`Transition` — features stored directly (the reference's format, docs/method.md §3.7). One item costs
   (1 + 2k)·D·4 bytes: 33.8 KB for k = 5, D = 768, i.e. 676 MB for the 20 000-item ALFWorld buffer.
 * :class:`IndexedTransition` — int32 rows into a feature table (:class:`FeatureTable`), turned into a
   :class:`Transition` batch by :func:`materialize` (inside the jitted step or just before it). Text environments

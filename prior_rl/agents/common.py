@@ -98,7 +98,7 @@ def make_optimizer(
     learning_rate: float = 5e-4, weight_decay: float = 0.01, max_grad_norm: Optional[float] = 1.0
 ) -> optax.GradientTransformation:
     """Global-norm gradient clipping, then AdamW with PyTorch's defaults (β = (0.9, 0.999), eps 1e-8, decoupled
-    weight decay scaled by the learning rate), as in the reference (method.md §3.6)."""
+    weight decay scaled by the learning rate), as in the reference (docs/method.md §3.6)."""
     adamw = optax.adamw(learning_rate, b1=0.9, b2=0.999, eps=1e-8, weight_decay=weight_decay)
     if max_grad_norm is None:
         return adamw
@@ -134,7 +134,7 @@ def make_update_step(
     """One gradient step on one minibatch.
 
     With ``axis_name`` (inside ``jax.shard_map``) the *loss* is pmean-ed before differentiation, so the gradient
-    w.r.t. the replicated parameters is the full-batch gradient (llm-offline.md §8.3: pmean-ing the gradients of
+    w.r.t. the replicated parameters is the full-batch gradient (docs/llm-offline.md §8.3: pmean-ing the gradients of
     local losses instead gives n× the gradient under check_vma).
     """
 

@@ -1,4 +1,4 @@
-"""The pure-LLM baseline: act from the prior alone, greedily or by sampling (method.md §2.6), no learning.
+"""The pure-LLM baseline: act from the prior alone, greedily or by sampling (docs/method.md §2.6), no learning.
 
 The prior reaches us either as log-probabilities over the admissible set (an LLM scoring every action) or as k
 sampled candidates mapped to admissible indices; :func:`empirical_log_prior` turns the latter into the former

@@ -2,7 +2,7 @@
 
 The policy is :class:`prior_rl.networks.PolicyValueNetwork`: π(a|s) = softmax over the admissible actions of
 f(φ(s, a)) [+ log p_LLM(a|s) when ``add_prior_logits``], V(s) from mean-pooled action features (or a state feature).
-The loss (method.md §2.3) on a minibatch of :class:`PPOBatch` is
+The loss (docs/method.md §2.3) on a minibatch of :class:`PPOBatch` is
 
     L = mean[−min(ρA, clip(ρ, 1±ε)A)] + vf_coef·mean[(V − R)²] − ent_coef·mean[H(π)] + kl_coef·mean[KL(π ‖ p_LLM)]
 
@@ -42,7 +42,7 @@ Array = jax.Array
 
 @dataclasses.dataclass(frozen=True)
 class PPOConfig:
-    """The paper's PPO settings are TBD-from-PDF (method.md §5.B); these are common PPO values.
+    """The paper's PPO settings are TBD-from-PDF (docs/method.md §5.B); these are common PPO values.
 
     hidden (64, 64); init_scheme 'torch'; learning_rate 5e-4 (the project's AdamW rate); weight_decay 0.01;
     max_grad_norm 1.0; gamma 0.99 and gae_lambda 0.95 (for the rollout's GAE); clip_eps 0.2; vf_coef 0.5;

@@ -12,7 +12,7 @@ CQL-Prior      k LLM prior samples, frozen at conversion        5.0         :fun
 CQL            all admissible actions                           5.0         :func:`make_cql`
 =============  =============================================  ==========  ============================
 
-Loss on a batch of :class:`prior_rl.replay.Transition` (method.md §2.4, §2.5, §3.8):
+Loss on a batch of :class:`prior_rl.replay.Transition` (docs/method.md §2.4, §2.5, §3.8):
 
     L = td_coef · Σ_b (Q_θ(φ(s,a)) − [r + γ·discount·max_j Q_θ̄(φ(s', a'_j))])²       (td_reduction 'sum')
       + cql_beta · mean_b [ logsumexp_i Q_θ(φ(s, a_i)) − Q_θ(φ(s, a)) ]
@@ -20,7 +20,7 @@ Loss on a batch of :class:`prior_rl.replay.Transition` (method.md §2.4, §2.5, 
 Action selection over the k candidates at s: greedy argmax (first occurrence on ties, like the reference),
 ε-greedy (uniform over the *valid candidate slots*, so duplicates are proportionally likelier), Boltzmann
 i ~ softmax(inv_temperature · Q) over the slots (so the action probability is ∝ p̂_LLM(a)·exp(inv_temperature·Q),
-the self-normalised posterior of method.md §2.4), or ε-then-Boltzmann (the salad script).
+the self-normalised posterior of docs/method.md §2.4), or ε-then-Boltzmann (the salad script).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ Array = jax.Array
 
 @dataclasses.dataclass(frozen=True)
 class QConfig:
-    """Defaults follow the reference's readme commands (method.md §5.A) unless noted.
+    """Defaults follow the reference's readme commands (docs/method.md §5.A) unless noted.
 
     hidden:                  MLP widths (64, 64) → 1, ReLU.
     init_scheme:             'torch' (nn.Linear default, as the reference) or 'lecun'.
@@ -69,7 +69,7 @@ class QConfig:
                              ``target_period`` steps, ALFWorld uses 20).
     tau:                     0.005.
     target_period:           20.
-    reference_broadcast_bug: reproduce the reference's [B, B] target (method.md §3.8); off = the paper's target.
+    reference_broadcast_bug: reproduce the reference's [B, B] target (docs/method.md §3.8); off = the paper's target.
     epsilon:                 0.2, ε of ε-greedy exploration (for the train loop's ``act`` calls).
     inv_temperature:         Boltzmann inverse temperature (the code's ``--alpha`` = 10); None = greedy after ε.
     """

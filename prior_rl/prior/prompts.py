@@ -3,7 +3,7 @@
 The prior scores (or generates) an action as a continuation of a prompt built from a
 :class:`envs.base.TextObservation`, from its typed fields. ``obs.family`` selects the template:
 
-* ``"overcooked"``: the reference implementation's template (method.md §3.3)::
+* ``"overcooked"``: the reference implementation's template (docs/method.md §3.3)::
 
       {instruction}\\nHistory:\\n{history}\\nCurrent Observation: {state}\\n{action_prompt.format(list repr)}
 

@@ -101,7 +101,7 @@ def make_replay_update(agent: Any, num_updates: int, batch_size: int, devices: i
     draw = jax.jit(lambda buffer, key: replay.sample(buffer, key, num_updates, batch_size))
 
     def update(state, buffer, table, key):
-        # blocking each multi-device call keeps fake CPU devices out of the all-reduce deadlock (llm-offline §8.4)
+        # blocking each multi-device call keeps fake CPU devices out of the all-reduce stall (docs/llm-offline.md §8.4)
         return jax.block_until_ready(sharded(state, shard_batches(draw(buffer, key), mesh), table))
 
     return update
