@@ -97,6 +97,7 @@ def convert(
 
 
 def _setup(config: OfflineConfig, store: ModelStore, on_log):
+    data = load_dataset(config)  # first: a bad dataset file fails before any model loads or any file is written
     prior = store.run_prior(config) if config.algo == "cql-prior" else None
     featurizer = Featurizer(store.encoder(config.encoder), config.style)
     agent = (make_cql_prior if prior is not None else make_cql)(
@@ -112,7 +113,6 @@ def _setup(config: OfflineConfig, store: ModelStore, on_log):
     policy = make_policy("q", config, agent, prior, featurizer, prior_candidates=prior is not None)
     checkpoints = Checkpoints(config, featurizer, prior)
     recorder = Recorder(dataclasses.replace(config, resume=checkpoints.resuming), prior, on_log)
-    data = load_dataset(config)
     items, conversion = convert(data, config.env, policy, np.random.default_rng(config.seed))
     key = jax.random.key(config.seed)
     key, init_key = jax.random.split(key)
