@@ -112,6 +112,17 @@ def _optional_steps(text: str) -> Optional[int]:
     return value
 
 
+def _coordinator(text: str) -> str:
+    if text == "auto":
+        return text
+    from prior_rl.distributed import DistributedError, check_address
+
+    try:
+        return check_address(text)
+    except DistributedError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (or 'auto' under SLURM/OpenMPI)") from None
+
+
 def env_name(text: str) -> str:
     if text not in envs.names():
         raise argparse.ArgumentTypeError(f"unknown environment {text!r}; valid names are: {', '.join(envs.names())}")
@@ -230,6 +241,17 @@ def _common(p: argparse.ArgumentParser) -> None:
         default=1,
         help="run each update data-parallel over this many devices (the minibatch is split)",
     )
+    p.add_argument(
+        "--coordinator",
+        type=_coordinator,
+        default=None,
+        metavar="HOST:PORT|auto",
+        help="join a multi-process JAX runtime: process 0's address (with --num-processes, --process-id), or "
+        "'auto' to read all three from SLURM/OpenMPI; checks the connection (training across processes is not "
+        "wired yet: docs/scaling.md)",
+    )
+    p.add_argument("--num-processes", type=positive_int, default=None, help="processes in the runtime (--coordinator)")
+    p.add_argument("--process-id", type=nonnegative_int, default=None, help="this process, 0..N-1 (--coordinator)")
     p.add_argument("--run-dir", default=None, help="where logs, plots and checkpoints go")
     p.add_argument("--checkpoint-every", type=nonnegative_int, default=0, help="updates between checkpoints (0 = none)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --run-dir")
@@ -359,11 +381,68 @@ def _run_training(args: argparse.Namespace) -> int:
             **common,
         )
         run = train_offline
+    _start_distributed(args)
+    print(f"{PROG}: {_backend_line(args.devices)}", file=sys.stderr)
     result = run(config)
     last = result.history[-1]
     summary = {k: round(v, 4) if isinstance(v, float) else v for k, v in last.items()}
     print(json.dumps({"run_dir": str(result.run_dir), **summary}, indent=2))
     return 0
+
+
+def _start_distributed(args: argparse.Namespace) -> None:
+    """``--coordinator`` / ``--num-processes`` / ``--process-id``: check them, join the other processes
+    (``prior_rl.distributed``), and stop there when there are several: the loops do not run across processes yet."""
+    given = {"--num-processes": args.num_processes, "--process-id": args.process_id}
+    if args.coordinator is None:
+        if any(v is not None for v in given.values()):
+            raise UsageError("--num-processes and --process-id go with --coordinator HOST:PORT")
+        return
+    from prior_rl import distributed
+
+    if args.coordinator == "auto":
+        if any(v is not None for v in given.values()):
+            raise UsageError(
+                "--coordinator auto reads the process count and id from SLURM/OpenMPI; drop "
+                + " and ".join(k for k, v in given.items() if v is not None)
+            )
+        distributed.initialize()
+    else:
+        missing = [k for k, v in given.items() if v is None]
+        if missing:
+            raise UsageError(f"--coordinator {args.coordinator} needs {' and '.join(missing)}")
+        distributed.check_arguments(args.coordinator, args.num_processes, args.process_id)
+        distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    import jax
+
+    if jax.process_count() > 1:
+        raise UsageError(
+            f"joined {jax.process_count()} processes ({jax.device_count()} devices) as process "
+            f"{jax.process_index()}, but training across processes is not implemented yet; run each process "
+            "without --coordinator (independent runs), see docs/scaling.md"
+        )
+
+
+def _backend_line(devices: int) -> str:
+    """``jax 0.10.2 on cpu: 1 device (cpu:0)``: what this run computes on. Called once the arguments are valid;
+    ``--devices`` beyond what JAX sees is refused here (one error line, before anything is loaded)."""
+    import jax
+
+    found = jax.devices()
+    backend = jax.default_backend()
+    names = [str(d) for d in found]
+    shown = ", ".join(names if len(names) <= 4 else [*names[:2], "...", names[-1]])
+    kind = found[0].device_kind
+    what = f"{len(found)} device{'s' if len(found) > 1 else ''} ({kind + ': ' if kind != backend else ''}{shown})"
+    if devices > len(found):
+        raise UsageError(
+            f"--devices {devices}: jax {jax.__version__} sees only {what} on {backend}; lower --devices (on a CPU, "
+            f"XLA_FLAGS=--xla_force_host_platform_device_count={devices} makes fake devices for a plumbing test)"
+        )
+    line = f"jax {jax.__version__} on {backend}: {what}"
+    if jax.process_count() > 1:
+        line += f", process {jax.process_index()} of {jax.process_count()}"
+    return line
 
 
 def _one_line(message: object) -> str:
