@@ -1,7 +1,9 @@
 """LLM-prior throughput: our JAX scoring (one prefill per prompt, candidates on its KV cache) vs transformers + torch
-scoring each prompt+action string as its own sequence (the usual way), same SmolLM2 weights, same machine, same run;
-plus generated tokens per second. With ``--expert-table``: the prior's probability of the expert action in every
-reachable Overcooked Tomato Salad state, for each prompt variant.
+scoring each prompt+action string as its own sequence (the usual way) and, in a second row per set, torch's
+strongest usual way (the prompt encoded once, its ``past_key_values`` repeated over the candidates, as lamorel's
+``pre_encode_inputs``), same SmolLM2 weights, same machine, same run; plus generated tokens per second. With
+``--expert-table``: the prior's probability of the expert action in every reachable Overcooked Tomato Salad state,
+for each prompt variant.
 
     python -m benchmarks.prior --quick          # a few repetitions (about 2–3 min on 2 cores)
     python -m benchmarks.prior                  # more repetitions, batch of 8 envs, no-cache JAX path too
@@ -13,6 +15,7 @@ Writes ``benchmarks/results/prior.json`` (or ``prior_expert_table.json``) atomic
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import statistics
 import time
@@ -146,6 +149,58 @@ def torch_scores(model, tok, prompt: str, actions: Sequence[str]) -> np.ndarray:
     return out
 
 
+def torch_prefix_scores(model, prompt_ids: Sequence[int], cont_ids: Sequence[Sequence[int]], pad_id: int) -> np.ndarray:
+    """Σ log p(continuation | prompt) the strongest usual torch way (lamorel's ``pre_encode_inputs``): the prompt is
+    encoded once, its ``past_key_values`` repeated over the candidates, and the candidates run as one padded batch
+    on that cache (only the last prompt position's logits are computed in the prefill)."""
+    import torch
+
+    with torch.inference_mode():
+        Tp = len(prompt_ids)
+        out = model(input_ids=torch.tensor([list(prompt_ids)]), use_cache=True, logits_to_keep=1)
+        first = torch.log_softmax(out.logits[0, -1].float(), -1)
+        past = out.past_key_values
+        A, Ta = len(cont_ids), max(map(len, cont_ids))
+        past.batch_repeat_interleave(A)
+        ids = torch.full((A, Ta), pad_id, dtype=torch.long)
+        mask = torch.zeros((A, Ta), dtype=torch.long)
+        for i, c in enumerate(cont_ids):
+            ids[i, : len(c)] = torch.tensor(list(c))
+            mask[i, : len(c)] = 1
+        attn = torch.cat([torch.ones((A, Tp), dtype=torch.long), mask], 1)
+        pos = (Tp + torch.arange(Ta)).expand(A, Ta)
+        # transformers >= 5.x names the cache argument `cache` (`past_key_values` is deprecated there)
+        cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        logp = torch.log_softmax(
+            model(input_ids=ids, attention_mask=attn, position_ids=pos, **{cache_kw: past}).logits.float(), -1
+        )
+    out_scores = np.zeros(A, np.float32)
+    for i, c in enumerate(cont_ids):
+        rest = logp[i, torch.arange(len(c) - 1), torch.tensor(list(c[1:]), dtype=torch.long)].sum().item()
+        out_scores[i] = first[c[0]].item() + rest
+    return out_scores
+
+
+def torch_naive_scores(model, prompt_ids: Sequence[int], cont_ids: Sequence[Sequence[int]], pad_id: int) -> np.ndarray:
+    """:func:`torch_scores` on given token ids: one padded sequence per candidate, one batched forward."""
+    import torch
+
+    p_len = len(prompt_ids)
+    seqs = [list(prompt_ids) + list(c) for c in cont_ids]
+    T = max(map(len, seqs))
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+    with torch.inference_mode():
+        logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)
+    out = np.zeros(len(seqs), np.float32)
+    for i, s in enumerate(seqs):
+        out[i] = logp[i, torch.arange(p_len - 1, len(s) - 1), torch.tensor(s[p_len:])].sum().item()
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------------------
 def throughput(quick: bool, with_torch: bool) -> dict[str, Any]:
     from prior_rl.llm.padding import bucket_length, pad_sequences
@@ -173,6 +228,10 @@ def throughput(quick: bool, with_torch: bool) -> dict[str, Any]:
         if model is not None:
             t_torch, torch_threads = timed_torch(lambda: torch_scores(model, tok, prompt, actions), reps)
             ref_scores = torch_scores(model, tok, prompt, actions)
+            p_ids = tok.encode(prompt)
+            c_ids = [tok.encode(" " + a, add_special_tokens=False) for a in actions]
+            t_pc, pc_threads = timed_torch(lambda: torch_prefix_scores(model, p_ids, c_ids, tok.pad_id), reps)
+            pc_scores = torch_prefix_scores(model, p_ids, c_ids, tok.pad_id)
         for B in batches:
             fn = lambda: prior.score([prompt] * B, [[" " + a for a in actions]] * B)
             first, t_ours = timed(fn, reps)
@@ -199,6 +258,27 @@ def throughput(quick: bool, with_torch: bool) -> dict[str, Any]:
                     }
                 )
             rows.append(row)
+        if model is not None:
+            t_ours1 = next(r["ours s/call"] for r in rows if r["set"] == set_name and r["envs"] == 1)
+            rows.append(
+                {
+                    "set": set_name,
+                    "envs": 1,
+                    "actions": len(actions),
+                    "prompt tokens": n_prompt,
+                    "action tokens (mean)": round(n_act, 1),
+                    "ours s/call": t_ours1,
+                    "ours cand/s": len(actions) / t_ours1,
+                    "torch s/call": t_pc,
+                    "torch cand/s": len(actions) / t_pc,
+                    "torch threads": pc_threads,
+                    "speedup": t_pc / t_ours1,
+                    "max |Δ score|": float(
+                        np.abs(np.asarray(prior.score([prompt], [[" " + a for a in actions]])[0]) - pc_scores).max()
+                    ),
+                    "note": "torch prefix-cached (prompt encoded once, past_key_values repeated over the candidates)",
+                }
+            )
         if not quick:  # our no-cache path: every candidate re-encodes the prompt (isolates the prefix cache)
             seqs = [tok.encode(prompt + " " + a) for a in actions]
             T = bucket_length(max(map(len, seqs)))

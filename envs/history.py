@@ -10,6 +10,16 @@ Environments stay memoryless; :class:`WithHistory` wraps any :class:`envs.base.T
 
 A history makes revisits of the same prompt rarer, so the prior's cache hits less often: the LLM-call counts of
 runs with and without history are not comparable.
+
+:class:`WithTranscript` keeps the whole episode instead (no length cap), for the transcript prompts of
+:mod:`prior_rl.prior.transcripts`, which render the episode from reset turn by turn:
+
+    env = WithTranscript(envs.make("alfworld-pick"))
+    obs, _ = env.reset(seed=0)            # obs.history == (), obs.extra["transcript_steps"] == 0
+    obs, *_ = env.step(0)                 # obs.history == ((state_0, action_text_0),), transcript_steps == 1
+
+The state recorded is the environment's observation text (``obs.state``; ``obs.prompt`` only where a state is
+empty), never the whole prompt: for ALFWorld the engine's text, not the LLF-Bench prompt.
 """
 
 from __future__ import annotations
@@ -25,8 +35,8 @@ class WithHistory:
     """``env`` with ``obs.history`` = the last ``length`` ``(state, action text)`` pairs of the episode,
     oldest first. Everything else (``expert_action``, ``close``, engine-specific attributes) is ``env``'s."""
 
-    def __init__(self, env: TextEnv, length: int):
-        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+    def __init__(self, env: TextEnv, length: int | None):
+        if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
             raise ValueError(f"history length must be a positive integer, got {length!r}")
         self.env = env
         self.length = length
@@ -59,3 +69,25 @@ class WithHistory:
         self._history.append((before.state or before.prompt, before.actions[index]))
         self._obs = self._with_history(obs)
         return self._obs, reward, terminated, truncated, info
+
+
+class WithTranscript(WithHistory):
+    """``env`` with ``obs.history`` = every ``(state, action text)`` pair since reset, oldest first (no cap), and
+    ``obs.extra`` marked for :class:`prior_rl.prior.transcripts.TranscriptPrompt`:
+
+    * ``extra["transcript_steps"]``: the number of steps recorded (``len(obs.history)``), which says the history
+      is the whole episode (a :class:`WithHistory` of length H would silently drop its start);
+    * ``extra["map"]``: the layout as row strings, for environments that have one (Frozen Lake's ``desc``), so
+      a demonstration on the same map can be recognised and refused.
+
+    ``extra`` is copied, never mutated (Overcooked shares its observation objects)."""
+
+    def __init__(self, env: TextEnv):
+        super().__init__(env, None)
+
+    def _with_history(self, obs: TextObservation) -> TextObservation:
+        extra = {**obs.extra, "transcript_steps": len(self._history)}
+        desc = getattr(self.env, "desc", None)
+        if isinstance(desc, (list, tuple)) and desc and all(isinstance(r, str) for r in desc):
+            extra["map"] = tuple(desc)
+        return dataclasses.replace(obs, history=tuple(self._history), extra=extra)

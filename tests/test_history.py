@@ -60,3 +60,30 @@ def test_train_config_history_wraps_the_env():
     assert isinstance(env, WithHistory) and env.length == 3
     with pytest.raises(ValueError, match="history"):
         TrainConfig(history=-1)
+
+
+def test_with_transcript_records_the_whole_episode_and_marks_it():
+    from envs.history import WithTranscript
+
+    env = WithTranscript(envs.make("overcooked-tomato-lettuce-salad"))
+    obs, _ = env.reset(seed=0)
+    assert obs.history == () and obs.extra["transcript_steps"] == 0
+    seen = []
+    for i in range(8):  # longer than any WithHistory length used here
+        seen.append((obs.state, obs.actions[i % len(obs.actions)]))
+        obs, *_ = env.step(i % len(obs.actions))
+        assert obs.history == tuple(seen) and obs.extra["transcript_steps"] == len(seen)
+        assert "map" not in obs.extra
+    plain, _ = envs.make("overcooked-tomato-lettuce-salad").reset()
+    assert "transcript_steps" not in plain.extra  # the shared observation's extra is copied, never mutated
+    obs, _ = env.reset(seed=1)
+    assert obs.history == () and obs.extra["transcript_steps"] == 0
+
+
+def test_with_transcript_carries_the_frozen_lake_map():
+    from envs.history import WithTranscript
+
+    env = WithTranscript(envs.make("frozen-lake", map_name="8x8"))
+    obs, _ = env.reset(seed=0)
+    assert obs.extra["map"] == tuple(env.desc) and len(obs.extra["map"]) == 8
+    assert obs.extra["position"] == 0  # the env's own extra survives

@@ -107,8 +107,49 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
     return x * cos + rotated * sin
 
 
+def _grouped_attention(q, k, v, cur_mask, prefix_kv, prefix_mask, past_kv, past_mask):
+    """The attention core with KV-head-major matmuls: ``q [B, N, T, KV, G, Dh]`` (scaled, float32), this call's
+    ``k, v [B, N, T, KV, Dh]`` -> ``[B, N, T, KV, G, Dh]``. The same function as the default core; the shared
+    prefix is one ``[KV, N·T·G, Dh] x [KV, S, Dh]`` matmul per row instead of an einsum whose output layout XLA's
+    CPU dot handles 2x slower, and the softmax over the key sources is combined from per-source maxima and sums
+    (no concatenated score tensor)."""
+    B, N, T, KV, G, Dh = q.shape
+    qk = q.transpose(0, 3, 1, 2, 4, 5)  # [B, KV, N, T, G, Dh]
+    rows = qk.reshape(B, KV, N, T * G, Dh)
+    scores, values = [], []
+    if prefix_kv is not None:
+        pk, pv = prefix_kv
+        s = jnp.einsum("bkmd,bskd->bkms", rows.reshape(B, KV, N * T * G, Dh), pk.astype(jnp.float32))
+        s = jnp.where(prefix_mask[:, None, None, :], s, _NEG).reshape(B, KV, N, T * G, -1)
+        scores.append(s)
+        values.append(
+            lambda p, pv=pv: jnp.einsum(
+                "bkms,bskd->bkmd", p.reshape(B, KV, N * T * G, -1), pv.astype(jnp.float32)
+            ).reshape(B, KV, N, T * G, Dh)
+        )
+    if past_kv is not None:
+        qk_, qv = past_kv
+        s = jnp.einsum("bknmd,bnpkd->bknmp", rows, qk_.astype(jnp.float32))
+        scores.append(jnp.where(past_mask[:, None, :, None, :], s, _NEG))
+        values.append(lambda p, qv=qv: jnp.einsum("bknmp,bnpkd->bknmd", p, qv.astype(jnp.float32)))
+    s = jnp.einsum("bkntgd,bnskd->bkntgs", qk, k.astype(jnp.float32))
+    s = jnp.where(cur_mask[:, None, :, :, None, :], s, _NEG).reshape(B, KV, N, T * G, T)
+    scores.append(s)
+    values.append(
+        lambda p: jnp.einsum("bkntgs,bnskd->bkntgd", p.reshape(B, KV, N, T, G, T), v.astype(jnp.float32)).reshape(
+            B, KV, N, T * G, Dh
+        )
+    )
+    m = functools.reduce(jnp.maximum, [x.max(-1, keepdims=True) for x in scores])
+    exps = [jnp.exp(x - m) for x in scores]
+    total = functools.reduce(jnp.add, [e.sum(-1, keepdims=True) for e in exps])
+    out = functools.reduce(jnp.add, [f(e) for f, e in zip(values, exps)]) / total
+    return out.reshape(B, KV, N, T, G, Dh).transpose(0, 2, 3, 1, 4, 5)
+
+
 class Attention(nn.Module):
     config: LlamaConfig
+    attention: str = "einsum"
 
     @nn.compact
     def __call__(self, x, rope, cur_mask, prefix_kv, prefix_mask, past_kv, past_mask):
@@ -124,6 +165,11 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         q = q.reshape(B, N, T, KV, G, Dh).astype(jnp.float32) * (Dh**-0.5)
 
+        if self.attention == "grouped":
+            out = _grouped_attention(q, k, v, cur_mask, prefix_kv, prefix_mask, past_kv, past_mask)
+            out = out.reshape(B, N, T, H * Dh).astype(x.dtype)
+            out = nn.Dense(c.hidden_size, use_bias=c.o_bias, name="o_proj", dtype=x.dtype)(out)
+            return out, (k, v)
         # Scores against each key source, concatenated on the key axis so one softmax spans all of them.
         parts, values = [], []
         if prefix_kv is not None:
@@ -164,6 +210,7 @@ class MLP(nn.Module):
 
 class DecoderLayer(nn.Module):
     config: LlamaConfig
+    attention: str = "einsum"
 
     @nn.compact
     def __call__(self, x, layer_kv, shared):
@@ -172,7 +219,7 @@ class DecoderLayer(nn.Module):
         rope, cur_mask, prefix_mask, past_mask = shared
         pk, pv, qk, qv = layer_kv
         h = RMSNorm(c.rms_norm_eps, name="input_layernorm")(x)
-        attn, kv = Attention(c, name="self_attn")(
+        attn, kv = Attention(c, self.attention, name="self_attn")(
             h,
             rope,
             cur_mask,
@@ -188,9 +235,14 @@ class DecoderLayer(nn.Module):
 
 class LlamaLM(nn.Module):
     """Decoder-only language model. ``__call__`` returns pre-norm hidden states and this call's KV;
-    ``logits`` applies the final norm and the (tied or untied) output head."""
+    ``logits`` applies the final norm and the (tied or untied) output head.
+
+    ``attention``: ``"einsum"`` (default) or ``"grouped"``, the same attention computed with KV-head-major matmuls
+    and a softmax combined across key sources (:func:`_grouped_attention`): about 2x faster on CPU when a long
+    shared prefix is attended by many tokens; equal up to float rounding. Parameters are the same."""
 
     config: LlamaConfig
+    attention: str = "einsum"
 
     def setup(self) -> None:
         c = self.config
@@ -201,7 +253,7 @@ class LlamaLM(nn.Module):
             split_rngs={"params": True},
             in_axes=(0, nn.broadcast),
             length=c.num_layers,
-        )(c, name="layers")
+        )(c, self.attention, name="layers")
         self.norm = RMSNorm(c.rms_norm_eps, name="norm")
         if not c.tie_word_embeddings:
             self.lm_head = nn.Dense(c.vocab_size, use_bias=False, name="lm_head")
