@@ -134,7 +134,7 @@ def step_flops(cfg, blocks: Sequence[tuple[int, int]], cand_lens: Sequence[int],
 def run(quick: bool, with_torch: bool, steps: int | None = None) -> dict[str, Any]:
     from prior_rl.llm.weights import MODELS, load_llm
     from prior_rl.prior import ActionPrior
-    from prior_rl.prior.scoring import context_action_logprobs, packed_action_logprobs
+    from prior_rl.prior.scoring import context_action_logprobs, trie_action_logprobs
     from prior_rl.prior.segments import token_ids
 
     steps = steps or (6 if quick else 8)
@@ -191,7 +191,7 @@ def run(quick: bool, with_torch: bool, steps: int | None = None) -> dict[str, An
         t0 = time.perf_counter()
         play(name, 9)
         compile_s[name] = time.perf_counter() - t0
-    n_compiled = (context_action_logprobs._cache_size(), packed_action_logprobs._cache_size())
+    n_compiled = (context_action_logprobs._cache_size(), trie_action_logprobs._cache_size())
 
     # timed rounds, every method interleaved in each (the shared machine's load drifts)
     gflops: list[float] = []
@@ -214,7 +214,7 @@ def run(quick: bool, with_torch: bool, steps: int | None = None) -> dict[str, An
             if r == 0:
                 scores[name] = out
         print(f"round {r + 1}/{rounds} done", flush=True)
-    recompiled = (context_action_logprobs._cache_size(), packed_action_logprobs._cache_size()) != n_compiled
+    recompiled = (context_action_logprobs._cache_size(), trie_action_logprobs._cache_size()) != n_compiled
     gf = statistics.median(gflops)
     print(f"XLA float32 matmul 2048^3: median {gf:.1f} GFLOP/s over rounds {[round(g) for g in gflops]}")
     per_step = {m: [statistics.median(ts) for ts in zip(*rs)] for m, rs in runs.items()}

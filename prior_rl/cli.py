@@ -210,10 +210,38 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--prompt",
-        choices=("env", "paper", "chat"),
+        choices=("env", "paper", "chat", "transcript"),
         default="env",
         help="env: the environment's prompt, actions scored as its continuation (TWOSOME); "
-        "paper: RL-LLM-Prior's query listing the admissible actions; chat: that in the chat template",
+        "paper: RL-LLM-Prior's query listing the admissible actions; chat: that in the chat template; "
+        "transcript: expert demonstrations of other training tasks + this episode's transcript (online runs)",
+    )
+    p.add_argument(
+        "--transcript-demos",
+        type=nonnegative_int,
+        default=3,
+        metavar="N",
+        help="--prompt transcript: expert demonstrations in the preamble (default 3)",
+    )
+    p.add_argument(
+        "--transcript-selection",
+        choices=("fixed", "similar"),
+        default="fixed",
+        help="--prompt transcript: the first N other training tasks (fixed) or the most similar ones",
+    )
+    p.add_argument(
+        "--transcript-turns",
+        type=_bounded(_int, lambda v: v >= 2, "an integer >= 2 (turn 0 and the newest turn)"),
+        default=None,
+        metavar="T",
+        help="--prompt transcript: keep at most T turns of the episode (default: all that fit the context)",
+    )
+    p.add_argument(
+        "--context-cache",
+        choices=("episode", "preamble", "off"),
+        default="episode",
+        help="--prompt transcript: KV caching, preamble + per-episode history (default), preamble only, or none; "
+        "the scores are the same",
     )
     p.add_argument(
         "--history",
@@ -222,10 +250,20 @@ def _common(p: argparse.ArgumentParser) -> None:
         metavar="H",
         help="show the last H (state, action) steps in the paper/chat Overcooked prompt (reference: 5)",
     )
-    p.add_argument(
+    scoring = p.add_mutually_exclusive_group()
+    scoring.add_argument(
         "--sum-logprobs",
-        action="store_true",
-        help="score actions by summed token log-probs (default: mean, TWOSOME's normalisation)",
+        dest="length_normalize",
+        action="store_const",
+        const=False,
+        help="score actions by summed token log-probs (default for --prompt transcript)",
+    )
+    scoring.add_argument(
+        "--mean-logprobs",
+        dest="length_normalize",
+        action="store_const",
+        const=True,
+        help="score actions by mean token log-probs, TWOSOME's normalisation (default for env/paper/chat)",
     )
     p.add_argument("--feature-style", default=None, choices=("paper", "paper_alfworld", "task"))
     p.add_argument(
@@ -341,7 +379,11 @@ def _run_training(args: argparse.Namespace) -> int:
         k=args.k,
         prior_mode=args.prior_mode,
         prompt=args.prompt,
-        length_normalize=not args.sum_logprobs,
+        length_normalize=args.length_normalize,
+        transcript_demos=args.transcript_demos,
+        transcript_selection=args.transcript_selection,
+        transcript_turns=args.transcript_turns,
+        context_cache=args.context_cache,
         history=args.history,
         feature_style=args.feature_style,
         max_episode_steps=args.max_episode_steps,

@@ -14,7 +14,7 @@ import pytest
 
 from envs.base import TextObservation
 from prior_rl.llm.llama import LlamaConfig, forward_logits, init_params
-from prior_rl.llm.padding import bucket_length, pack_groups, pad_nested, pad_sequences
+from prior_rl.llm.padding import bucket_length, pack_groups, pack_trie, pad_nested, pad_sequences, trie_size
 from prior_rl.llm.tokenizer import load_tokenizer_dir
 from prior_rl.llm.weights import LLM
 from prior_rl.prior import (
@@ -25,6 +25,7 @@ from prior_rl.prior import (
     sample_actions,
     sample_from_exact,
     sequence_logprobs,
+    trie_action_logprobs,
 )
 from prior_rl.prior.prompts import PromptBuilder
 
@@ -94,6 +95,28 @@ def rand_tokens(rng, n):
 
 # ---------------------------------------------------------------------------------------------------------------
 # Pure functions
+@pytest.mark.parametrize("normalize", [False, True])
+def test_trie_scoring_equals_packed_scoring(tiny_llm, normalize):
+    """Candidates sharing prefixes (and repeated, empty or a prefix of another) score the same as a prefix trie as
+    packed end to end, and the trie stores each shared prefix once."""
+    rng = np.random.default_rng(1)
+    prompts = [rand_tokens(rng, 7), rand_tokens(rng, 3)]
+    stem = rand_tokens(rng, 2)
+    cands = [
+        [stem + rand_tokens(rng, 2), stem + rand_tokens(rng, 1), stem, stem + [5], stem + [5], rand_tokens(rng, 3)],
+        [rand_tokens(rng, 2), []],
+    ]
+    pt, pm = pad_sequences(prompts, 16, 0)
+    ct, seg, off = pack_groups(cands, 32, 0)
+    packed = packed_action_logprobs(
+        tiny_llm.params, pt, pm, ct, seg, off, config=CFG, num_actions=8, normalize=normalize
+    )
+    trie = pack_trie(cands, 32, 0, num_items=8)
+    assert trie_size(cands[0]) == int(trie[3][0].diagonal().sum()) < sum(map(len, cands[0]))
+    got = trie_action_logprobs(tiny_llm.params, pt, pm, *trie, config=CFG, normalize=normalize)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(packed), rtol=1e-5, atol=1e-5)  # -inf alike
+
+
 @pytest.mark.parametrize("normalize", [False, True])
 def test_cached_scoring_equals_no_cache_path(tiny_llm, normalize):
     """Padded and packed cached scoring, the no-cache path and a brute-force sum from full logits agree."""
@@ -291,14 +314,14 @@ def test_bucketing_avoids_recompilation(tiny_llm):
     prior = ActionPrior(tiny_llm, length_multiple=16)
     base = "You are in a room."
     prior.logprobs([obs(base + " Action:")])  # compiles for this bucket
-    n = packed_action_logprobs._cache_size()
+    n = trie_action_logprobs._cache_size()
     longer = obs(base + " Go. Action:")
     n1, n2 = (len(tiny_llm.tokenizer.encode(o.prompt)) for o in (obs(base + " Action:"), longer))
     assert n1 != n2 and bucket_length(n1, 16) == bucket_length(n2, 16)
     prior.logprobs([longer])  # different length, same 16-token bucket
-    assert packed_action_logprobs._cache_size() == n
+    assert trie_action_logprobs._cache_size() == n
     prior.logprobs([obs(base * 6 + " Action:")])  # a longer bucket does compile (the counter works)
-    assert packed_action_logprobs._cache_size() == n + 1
+    assert trie_action_logprobs._cache_size() == n + 1
 
 
 def test_prompt_longer_than_context_is_a_clear_error(tiny_llm):

@@ -11,7 +11,7 @@ import pytest
 
 from prior_rl.run import ModelStore, OfflineConfig, TrainConfig, train, train_offline
 
-CLOCK = ("wall_s", "env_steps_per_s")
+CLOCK = ("wall_s", "env_steps_per_s", "llm_s")
 QUIET = dict(progress=False, tensorboard=False, plot=False)
 
 

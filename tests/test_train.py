@@ -126,7 +126,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, algo):
 
     rows = list(csv.DictReader(open(killed_dir / "metrics.csv")))
     straight_rows = list(csv.DictReader(open(tmp_path / "straight" / "metrics.csv")))
-    clock = ("wall_s", "env_steps_per_s")
+    clock = ("wall_s", "env_steps_per_s", "llm_s")
     assert [{k: v for k, v in r.items() if k not in clock} for r in rows] == [
         {k: v for k, v in r.items() if k not in clock} for r in straight_rows
     ]

@@ -266,19 +266,22 @@ class LlamaLM(nn.Module):
         prefix: Prefix | None = None,
         past: Past | None = None,
         segments: jax.Array | None = None,
+        attend: jax.Array | None = None,
     ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
         """tokens, positions, token_mask ``[B, N, T]`` -> hidden ``[B, N, T, D]``, (k, v) ``[L, B, N, T, KV, Dh]``.
 
         Current tokens attend causally to each other (padded keys masked by ``token_mask``), to every real
         prefix token and to every filled past slot. With ``segments [B, N, T]`` (int ids), a current token only
-        sees current tokens of its own segment: several independent continuations packed into one row.
+        sees current tokens of its own segment: several independent continuations packed into one row. With
+        ``attend [B, N, T, T]`` (bool, ``[..., i, j]``: token i sees token j; include the diagonal) the causal mask
+        is replaced by that one: e.g. a prefix trie of continuations, each token seeing its ancestors only.
         """
         c = self.config
         T = tokens.shape[-1]
         x = self.embed_tokens(tokens)
         rope = rope_tables(positions, c.head_dim, c.rope_theta)
         causal = jnp.tril(jnp.ones((T, T), dtype=bool))
-        cur_mask = causal[None, None] & token_mask[:, :, None, :]
+        cur_mask = (causal[None, None] if attend is None else attend) & token_mask[:, :, None, :]
         if segments is not None:
             cur_mask = cur_mask & (segments[..., :, None] == segments[..., None, :])
         layer_kv = (
@@ -298,6 +301,16 @@ class LlamaLM(nn.Module):
         else:
             out = self.lm_head(h)
         return out.astype(jnp.float32)
+
+    def token_logits(self, hidden: jax.Array, tokens: jax.Array) -> jax.Array:
+        """The logits of ``tokens [...]`` only, under ``hidden [..., D]`` (float32 ``[...]``): one row of the output
+        head per token instead of the whole vocabulary."""
+        h = self.norm(hidden).astype(jnp.float32)
+        if self.config.tie_word_embeddings:
+            w = self.embed_tokens.embedding[tokens]
+        else:
+            w = self.lm_head.variables["params"]["kernel"].T[tokens]
+        return jnp.sum(h * w.astype(jnp.float32), axis=-1)
 
     def init_all(self, tokens: jax.Array, positions: jax.Array, token_mask: jax.Array) -> jax.Array:
         """Touch every submodule (the head is only used by ``logits``) so ``init`` creates all parameters."""

@@ -100,3 +100,56 @@ def pack_groups(
             offsets[b, at : at + n] = np.arange(n)
             at += n
     return tokens, segments, offsets
+
+
+def pack_trie(
+    groups: Sequence[Sequence[Sequence[int]]], length: int, pad_id: int, num_items: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pack each row's sequences as a prefix trie: a token prefix shared by several sequences is stored once.
+
+    ALFWorld's candidates share most of their tokens ("go to", "take ... from desk 1"): 25 actions of 135 tokens
+    become a trie of 86 nodes. Nodes are in depth-first order, so a parent always precedes its children.
+
+    Returns, with ``B`` rows, ``L = length`` node slots and ``A = num_items`` (default: the most sequences of a row):
+
+    * tokens ``int32 [B, L]`` (``pad_id`` on padding);
+    * parents ``int32 [B, L]``: the parent node's slot, -1 for a first token (predicted by the prompt) and padding;
+    * depths ``int32 [B, L]``: the position within the sequence (0 for a first token and padding);
+    * ancestors ``bool [B, L, L]``: ``[b, i, j]`` = node j is node i or one of its ancestors (what node i attends
+      to among the packed tokens; False on padding rows and columns);
+    * ends ``int32 [B, A]``: the node of each sequence's last token, -1 for an empty or missing sequence.
+    """
+    A = num_items if num_items is not None else max((len(g) for g in groups), default=0)
+    tokens = np.full((len(groups), length), pad_id, dtype=np.int32)
+    parents = np.full((len(groups), length), -1, dtype=np.int32)
+    depths = np.zeros((len(groups), length), dtype=np.int32)
+    ancestors = np.zeros((len(groups), length, length), dtype=bool)
+    ends = np.full((len(groups), max(A, 1)), -1, dtype=np.int32)
+    for b, group in enumerate(groups):
+        if len(group) > A:
+            raise ValueError(f"row {b} has {len(group)} sequences, more than the packed count {A}")
+        children: dict[tuple[int, int], int] = {}  # (parent slot, token) -> slot
+        # depth-first order = sorted order of the sequences (so siblings' subtrees are contiguous)
+        order = sorted(range(len(group)), key=lambda a: list(group[a]))
+        n = 0
+        for a in order:
+            parent = -1
+            for d, t in enumerate(group[a]):
+                slot = children.get((parent, int(t)))
+                if slot is None:
+                    if n >= length:
+                        raise ValueError(f"row {b} needs more than the packed length {length} trie nodes")
+                    slot = children[(parent, int(t))] = n
+                    n += 1
+                    tokens[b, slot], parents[b, slot], depths[b, slot] = t, parent, d
+                    if parent >= 0:
+                        ancestors[b, slot] = ancestors[b, parent]
+                    ancestors[b, slot, slot] = True
+                parent = slot
+            ends[b, a] = parent
+    return tokens, parents, depths, ancestors, ends
+
+
+def trie_size(group: Sequence[Sequence[int]]) -> int:
+    """Nodes of :func:`pack_trie`'s trie of one row's sequences (distinct non-empty prefixes)."""
+    return len({tuple(s[: i + 1]) for s in group for i in range(len(s))})

@@ -16,7 +16,7 @@ import numpy as np
 from envs.base import TextObservation
 from prior_rl.llm.cache import PriorCache
 from prior_rl.llm.llama import Past
-from prior_rl.llm.padding import bucket_length, next_pow2, pack_groups, pad_sequences
+from prior_rl.llm.padding import bucket_length, next_pow2, pack_groups, pack_trie, pad_sequences, trie_size
 from prior_rl.llm.weights import LLM
 from prior_rl.prior.kv_cache import ContextCache, PreambleEntry, TurnNode
 from prior_rl.prior.prompts import PromptBuilder
@@ -28,6 +28,7 @@ from prior_rl.prior.scoring import (
     prefill,
     sample_actions,
     sample_from_exact,
+    trie_action_logprobs,
 )
 from prior_rl.prior.segments import SegmentedPrompt, SegmentTokenizer, as_segmented, fit, token_ids
 
@@ -39,6 +40,7 @@ CONTEXT_MODES = ("episode", "preamble", "off")
 _MAX_PAIRS = 1 << 21
 
 COUNTERS = (
+    "llm_s",  # wall time inside logprobs() and candidates(), each call counted once (cache hits included)
     "logprobs_calls",  # ActionPrior.logprobs calls (candidates(mode="exact") makes one each)
     "logprobs_s",  # their total wall time
     "last_logprobs_s",
@@ -92,6 +94,10 @@ class ActionPrior:
     actions; on hand-written Overcooked and ALFWorld states SmolLM2-135M put the right action first in 4 of 8
     states with the mean and 2 of 8 with the sum (TWOSOME also normalises by length).
 
+    ``candidate_trie`` (default True): pack each prompt's candidates as a prefix trie, so a shared prefix ("go to",
+    "take ... from desk 1") is encoded once (:func:`~prior_rl.prior.scoring.trie_action_logprobs`); False packs
+    them end to end (:func:`~prior_rl.prior.scoring.packed_action_logprobs`). Equal scores up to float rounding.
+
     ``max_tokens_per_call`` bounds the tokens (prompts plus candidates, after padding) of one jitted call; larger
     batches are split.
 
@@ -138,6 +144,7 @@ class ActionPrior:
         episode_cache_bytes: int = 1 << 30,
         past_multiple: int = 64,
         generation_cache: Any = True,
+        candidate_trie: bool = True,
     ):
         self.llm = llm
         if prompt_fn is None:
@@ -153,6 +160,7 @@ class ActionPrior:
         self.top_p = float(top_p)
         self.length_multiple = int(length_multiple)
         self.max_tokens_per_call = int(max_tokens_per_call)
+        self.candidate_trie = bool(candidate_trie)
         if context_cache not in CONTEXT_MODES:
             raise ValueError(f"context_cache must be one of {CONTEXT_MODES}, got {context_cache!r}")
         self.context_mode = context_cache
@@ -179,6 +187,7 @@ class ActionPrior:
         self._segtok = SegmentTokenizer(tok)
         self.model_key = f"{llm.name}|{'mean' if normalize else 'sum'}|{self.action_prefix!r}"
         self.counters: dict[str, float] = dict.fromkeys(COUNTERS, 0)
+        self._in_candidates = False  # logprobs() inside candidates() is timed by candidates()
 
     # -- counters ------------------------------------------------------------------------------------------
     def reset_counters(self) -> None:
@@ -308,6 +317,8 @@ class ActionPrior:
         dt = time.perf_counter() - t0
         self._count("logprobs_calls")
         self._count("logprobs_s", dt)
+        if not self._in_candidates:
+            self._count("llm_s", dt)
         self.counters["last_logprobs_s"] = dt
         return results  # type: ignore[return-value]
 
@@ -371,8 +382,12 @@ class ActionPrior:
         """Bucketed (prompt length, candidates per row, packed candidate tokens per row)."""
         Tp = bucket_length(max(len(p) for p in p_ids), self.length_multiple)
         A = next_pow2(max(len(g) for g in c_ids))
-        L = bucket_length(max(sum(len(c) for c in g) for g in c_ids), self.length_multiple)
+        L = bucket_length(max(self._packed_length(g) for g in c_ids), self.length_multiple)
         return Tp, A, L
+
+    def _packed_length(self, group: Sequence[Sequence[int]]) -> int:
+        """Token slots one row's candidates take: trie nodes, or the sum of their lengths."""
+        return trie_size(group) if self.candidate_trie else sum(len(c) for c in group)
 
     def _chunk(self, rest: list[int], p_ids, c_ids) -> int:
         """How many of ``rest`` (sorted by length) fit in one call under ``max_tokens_per_call``."""
@@ -393,10 +408,14 @@ class ActionPrior:
         p_rows = list(p_ids) + [[pad]] * (B - len(p_ids))
         c_rows = list(c_ids) + [[]] * (B - len(c_ids))
         pt, pm = pad_sequences(p_rows, Tp, pad)
-        ct, seg, off = pack_groups(c_rows, L, pad)
-        lp = packed_action_logprobs(
-            self.llm.params, pt, pm, ct, seg, off, config=self.llm.config, num_actions=A, normalize=self.normalize
-        )
+        if self.candidate_trie:
+            trie = pack_trie(c_rows, L, pad, num_items=A)
+            lp = trie_action_logprobs(self.llm.params, pt, pm, *trie, config=self.llm.config, normalize=self.normalize)
+        else:
+            ct, seg, off = pack_groups(c_rows, L, pad)
+            lp = packed_action_logprobs(
+                self.llm.params, pt, pm, ct, seg, off, config=self.llm.config, num_actions=A, normalize=self.normalize
+            )
         return np.asarray(lp)[: len(p_ids)]
 
     # -- context caches (segmented prompts) ----------------------------------------------------------------
@@ -516,7 +535,7 @@ class ActionPrior:
                         + sum(len(self._segtok.piece(t)) for t in prompts[i].turns)
                         for i in nxt
                     )
-                    L = max(sum(len(c) for c in c_ids[i]) for i in nxt)
+                    L = max(trie_size(c_ids[i]) for i in nxt)
                     last = max(len(self._segtok.piece(prompts[i].turns[-1])) if prompts[i].turns else 0 for i in nxt)
                     rows = next_pow2(len(nxt))
                     if rows * (ext + L) > self.max_tokens_per_call:
@@ -545,8 +564,9 @@ class ActionPrior:
         N = ext_t.shape[0]
         conts = [r.conts for r in rows] + [[]] * (N - len(rows))
         A = next_pow2(max(len(g) for g in conts))
-        L = bucket_length(max(sum(len(c) for c in g) for g in conts), self.length_multiple)
-        ct, seg, off = pack_groups(conts, L, pad)
+        # the context path always packs candidates as a trie (its scores are new, so nothing pins the layout)
+        L = bucket_length(max(trie_size(g) for g in conts), self.length_multiple)
+        trie = pack_trie(conts, L, pad, num_items=A)
         lp, ek, ev = context_action_logprobs(
             self.llm.params,
             entry.prefix,
@@ -554,11 +574,8 @@ class ActionPrior:
             past_len,
             ext_t,
             ext_len,
-            ct,
-            seg,
-            off,
+            *trie,
             config=self.llm.config,
-            num_actions=A,
             normalize=self.normalize,
         )
         self._store(entry, rows, ek, ev)
@@ -701,6 +718,19 @@ class ActionPrior:
         with ``generation_cache`` on, a prompt's k generations are drawn on its first visit and reused after.
         """
         t0 = time.perf_counter()
+        self._in_candidates = True
+        try:
+            out = self._candidates(rng, observations, k, mode)
+        finally:
+            self._in_candidates = False
+        dt = time.perf_counter() - t0
+        self._count("candidates_calls")
+        self._count("candidates_s", dt)
+        self._count("llm_s", dt)
+        self.counters["last_candidates_s"] = dt
+        return out
+
+    def _candidates(self, rng: jax.Array | int, observations: Sequence[TextObservation], k: int, mode: str):
         if mode == "exact":
             lps = self.logprobs(observations)
             A = max(len(x) for x in lps)
@@ -717,8 +747,4 @@ class ActionPrior:
             )
         else:
             raise ValueError(f"unknown candidate mode {mode!r}; use 'exact' or 'generate'")
-        dt = time.perf_counter() - t0
-        self._count("candidates_calls")
-        self._count("candidates_s", dt)
-        self.counters["last_candidates_s"] = dt
         return out

@@ -8,6 +8,8 @@ Pure functions (batched over environments; ``config`` is static, everything else
   segment mask keeps them independent), so no compute goes to per-candidate padding; what ActionPrior uses.
 * :func:`sequence_logprobs` — the same quantity from a plain forward pass over each full prompt+action sequence
   (the no-cache path; used to check the cached one).
+* :func:`trie_action_logprobs` — the same with each prompt's candidates packed as a prefix trie (a shared prefix is
+  encoded once); what ActionPrior uses by default.
 * :func:`prefill`, :func:`context_action_logprobs` — prompts that share a prefilled preamble (one ``Prefix`` with
   ``B = 1``, never copied per row) and extend per-row cached histories (``Past``): only the new tokens and the
   candidates are encoded (segmented prompts, :mod:`prior_rl.prior.kv_cache`).
@@ -155,6 +157,76 @@ def packed_action_logprobs(
     return jnp.where(n > 0, score, -jnp.inf)
 
 
+def _logsumexp_rows(model: LlamaLM, params: Params, hidden: jax.Array) -> jax.Array:
+    """logsumexp of the head's logits under ``hidden [M, D]``: ``[M]``, in chunks of rows (as
+    :func:`_token_logprobs`)."""
+    M, D = hidden.shape
+    C = min(_HEAD_CHUNK, M)
+    pad = (-M) % C
+    h = jnp.pad(hidden, ((0, pad), (0, 0))).reshape(-1, C, D)
+    lse = jax.lax.map(lambda hc: jax.nn.logsumexp(model.apply({"params": params}, hc, method=LlamaLM.logits), -1), h)
+    return lse.reshape(-1)[:M]
+
+
+def _trie_scores(model, params, hidden, last_logits, tokens, parents, ancestors, ends, normalize):
+    """Candidate scores from a trie's hidden states (see :func:`trie_action_logprobs`): node j's token is
+    predicted by its parent's position (the prompt's last one for a first token); each parent's logsumexp is
+    computed once, however many children it has, and each child's logit is one row of the head."""
+    B, L, D = hidden.shape
+    root = jnp.take_along_axis(jax.nn.log_softmax(last_logits, axis=-1), tokens, axis=-1)  # [B, L]
+    lse = _logsumexp_rows(model, params, hidden.reshape(-1, D)).reshape(B, L)
+    src = jnp.maximum(parents, 0)
+    parent_hidden = jnp.take_along_axis(hidden, src[..., None], axis=1)  # [B, L, D]
+    picked = model.apply({"params": params}, parent_hidden, tokens, method=LlamaLM.token_logits)
+    inner = picked - jnp.take_along_axis(lse, src, axis=1)
+    valid = jnp.diagonal(ancestors, axis1=1, axis2=2)  # a real node attends to itself
+    lp = jnp.where(valid, jnp.where(parents < 0, root, inner), 0.0)  # [B, L]
+    on_path = jnp.take_along_axis(ancestors, jnp.maximum(ends, 0)[..., None], axis=1)  # [B, A, L]
+    on_path = on_path & (ends >= 0)[..., None]
+    total = jnp.einsum("bl,bal->ba", lp, on_path.astype(jnp.float32))
+    n = on_path.sum(-1)
+    score = total / jnp.maximum(n, 1) if normalize else total
+    return jnp.where(n > 0, score, -jnp.inf)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "normalize"))
+def trie_action_logprobs(
+    params: Params,
+    prompt_tokens: jax.Array,
+    prompt_mask: jax.Array,
+    trie_tokens: jax.Array,
+    parents: jax.Array,
+    depths: jax.Array,
+    ancestors: jax.Array,
+    ends: jax.Array,
+    *,
+    config: LlamaConfig,
+    normalize: bool = False,
+) -> jax.Array:
+    """:func:`packed_action_logprobs` with each prompt's candidates packed as a prefix trie
+    (:func:`prior_rl.llm.padding.pack_trie`): a token prefix shared by several candidates is encoded once, and
+    the head's logsumexp is computed once per node, so ALFWorld's 25 candidates cost 86 token positions instead of
+    135. Each node attends to its prompt's cache and to its ancestors (``ancestors``), at position prompt length +
+    depth, so every candidate is scored exactly as in the other layouts (up to float rounding).
+
+    prompt_tokens, prompt_mask: ``[B, Tp]``; trie_tokens, parents, depths: ``[B, L]``; ancestors ``[B, L, L]``;
+    ends ``[B, A]`` (each candidate's last node, -1 for none). Returns ``[B, A]``: sum (or mean if
+    ``normalize``) of each candidate's token log-probs; ``-inf`` for candidates with no tokens.
+    """
+    model = LlamaLM(config)
+    last_logits, prefix, lengths = _prefill(model, params, prompt_tokens, prompt_mask)
+    valid = jnp.diagonal(ancestors, axis1=1, axis2=2)
+    hidden, _ = model.apply(
+        {"params": params},
+        trie_tokens[:, None],
+        (lengths[:, None] + depths)[:, None],
+        valid[:, None],
+        prefix=prefix,
+        attend=ancestors[:, None],
+    )
+    return _trie_scores(model, params, hidden[:, 0], last_logits, trie_tokens, parents, ancestors, ends, normalize)
+
+
 @functools.partial(jax.jit, static_argnames=("config",))
 def prefill(params: Params, prompt_tokens: jax.Array, prompt_mask: jax.Array, *, config: LlamaConfig) -> Prefix:
     """The :class:`Prefix` KV cache of right-padded prompts ``[B, Tp]`` (e.g. a shared preamble, ``B = 1``)."""
@@ -183,7 +255,7 @@ def _extend(model: LlamaLM, params: Params, prefix: Prefix, past: Past | None, p
     return last_logits, (k, v), mask[None], base + ext_lengths
 
 
-@functools.partial(jax.jit, static_argnames=("config", "num_actions", "normalize"))
+@functools.partial(jax.jit, static_argnames=("config", "normalize"))
 def context_action_logprobs(
     params: Params,
     prefix: Prefix,
@@ -191,29 +263,29 @@ def context_action_logprobs(
     past_lengths: jax.Array,
     ext_tokens: jax.Array,
     ext_lengths: jax.Array,
-    packed_tokens: jax.Array,
-    segments: jax.Array,
-    offsets: jax.Array,
+    trie_tokens: jax.Array,
+    parents: jax.Array,
+    depths: jax.Array,
+    ancestors: jax.Array,
+    ends: jax.Array,
     *,
     config: LlamaConfig,
-    num_actions: int,
     normalize: bool = False,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """:func:`packed_action_logprobs` for prompts that share a cached preamble and extend a cached history.
+    """:func:`trie_action_logprobs` for prompts that share a cached preamble and extend a cached history.
 
     Row ``n``'s prompt is ``preamble ++ past[n] ++ ext[n]``: ``prefix`` holds the preamble's KV (``B = 1``, shared
     by all rows, never copied per row), ``past`` the KV of the row's already-encoded turns (``[L, 1, N, P, KV, Dh]``
     with mask ``[1, N, P]``, or None), and ``ext_tokens [N, Te]`` (``ext_lengths [N] >= 1`` real tokens) the rest
     of the prompt: the new turns and the cue. The extension is encoded on top of prefix + past (pass 1), then the
-    packed candidates ``[N, L]`` (as in :func:`packed_action_logprobs`) attend to prefix + past + extension
+    candidates' trie ``[N, L]`` (:func:`prior_rl.llm.padding.pack_trie`) attends to prefix + past + extension
     (pass 2). Equal to scoring the concatenated ids from scratch up to float rounding. Uses the model's
     ``attention="grouped"`` core (KV-head-major matmuls; about 2x faster on CPU against a long shared prefix).
 
-    Returns (scores ``[N, num_actions]``, the extension's k and v ``[L, N, Te, KV, Dh]``, to be cached by the
-    caller: row n's first tokens of the extension continue its history).
+    Returns (scores ``[N, A]``, the extension's k and v ``[L, N, Te, KV, Dh]``, to be cached by the caller: row
+    n's first tokens of the extension continue its history).
     """
     model = LlamaLM(config, attention="grouped")
-    N, Lc = packed_tokens.shape
     last_logits, (k, v), ext_mask, start = _extend(model, params, prefix, past, past_lengths, ext_tokens, ext_lengths)
     if past is None:
         full = Past(k, v, ext_mask)
@@ -223,28 +295,18 @@ def context_action_logprobs(
             jnp.concatenate([past.v, v], axis=3),
             jnp.concatenate([past.mask, ext_mask], axis=2),
         )
-    valid = segments >= 0
-    positions = start[:, None] + offsets
+    valid = jnp.diagonal(ancestors, axis1=1, axis2=2)
     hidden, _ = model.apply(
         {"params": params},
-        packed_tokens[None],
-        positions[None],
+        trie_tokens[None],
+        (start[:, None] + depths)[None],
         valid[None],
         prefix=prefix,
         past=full,
-        segments=segments[None],
+        attend=ancestors[None],
     )
-    hidden = hidden[0]
-    D = hidden.shape[-1]
-    first = jnp.take_along_axis(jax.nn.log_softmax(last_logits, axis=-1), packed_tokens, axis=-1)
-    rest = _token_logprobs(model, params, hidden[:, :-1].reshape(-1, D), packed_tokens[:, 1:].reshape(-1))
-    rest = jnp.pad(rest.reshape(N, Lc - 1), ((0, 0), (1, 0)))
-    lp = jnp.where(valid, jnp.where(offsets == 0, first, rest), 0.0)
-    onehot = (segments[..., None] == jnp.arange(num_actions)).astype(jnp.float32)
-    total = jnp.einsum("bl,bla->ba", lp, onehot)
-    n = onehot.sum(1)
-    score = total / jnp.maximum(n, 1) if normalize else total
-    return jnp.where(n > 0, score, -jnp.inf), k[:, 0], v[:, 0]
+    scores = _trie_scores(model, params, hidden[0], last_logits, trie_tokens, parents, ancestors, ends, normalize)
+    return scores, k[:, 0], v[:, 0]
 
 
 @functools.partial(jax.jit, static_argnames=("config", "normalize"))

@@ -48,9 +48,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from envs.base import TextObservation
+from prior_rl.prior.segments import SegmentedPrompt
 
 DEFAULT_NORMALIZE: dict[str, bool] = {"env": True, "paper": True, "chat": True, "transcript": False}
 """Length normalisation (``ActionPrior(normalize=...)``: mean token log-prob instead of the sum) per prompt family,
@@ -108,20 +109,6 @@ _ALFWORLD_GOAL = re.compile(r"put (?:a|an|some|two) (\S+) (?:in|on|in/on) (\S+?)
 
 class DemonstrationLeakError(ValueError):
     """A demonstration would show the task being played, or comes from outside the training split."""
-
-
-class SegmentedPrompt(NamedTuple):
-    """A prompt in the segments a KV cache reuses: ``preamble`` (fixed per played task), ``turns`` (the episode,
-    append-only) and ``cue`` (after which the action is scored)."""
-
-    preamble: str
-    turns: tuple[str, ...]
-    cue: str
-
-    @property
-    def text(self) -> str:
-        """The full prompt."""
-        return self.preamble + "".join(self.turns) + self.cue
 
 
 @dataclass(frozen=True)
@@ -306,11 +293,9 @@ def play_expert(env: Any, seed: int | None = 0, max_steps: int = 200) -> tuple[l
     return steps, obs.state or obs.prompt, bool(info.get("success", False))
 
 
-_PLAYED: dict[tuple[Any, ...], Demonstration] = {}  # process-wide memo: the experts are deterministic
-
-
 class DemonstrationPool:
-    """The candidate demonstrations of one family, in a fixed order, each played on first use (memoised).
+    """The candidate demonstrations of one family, in a fixed order, each played on first use and kept by the pool
+    (the experts are deterministic, so a pool plays each demonstration once).
 
     ``make_env(name, **options)`` makes environments (pass ``envs.make``); ``env_options`` go to every
     environment made (e.g. ``data=`` for ALFWorld). ``split``: the split the demonstrations come from ("train";
@@ -334,7 +319,7 @@ class DemonstrationPool:
         self.maps = tuple(tuple(m) for m in maps)
         self._env: Any = None
         self._ids: list[TaskId] | None = None
-        self._options_key = tuple(sorted((k, repr(v)) for k, v in self.env_options.items()))
+        self._played: dict[int, Demonstration] = {}
 
     # the candidates, without playing them
     @property
@@ -364,10 +349,9 @@ class DemonstrationPool:
         return self._env
 
     def get(self, index: int) -> Demonstration:
-        """The expert demonstration of candidate ``index`` (played once per process)."""
+        """The expert demonstration of candidate ``index`` (played once per pool)."""
         task_id = self.task_ids[index]
-        key = (self.family, self.split, self._options_key, index, task_id)
-        demo = _PLAYED.get(key)
+        demo = self._played.get(index)
         if demo is None:
             if self.family == "alfworld":
                 env, seed, source = self._alfworld_env(), index, f"alfworld-pick {self.split} game {index}"
@@ -381,7 +365,7 @@ class DemonstrationPool:
             if not success:
                 raise RuntimeError(f"the expert did not solve demonstration {source!r}")
             demo = Demonstration(task_id, tuple(steps), final, success, source)
-            _PLAYED[key] = demo
+            self._played[index] = demo
         return demo
 
     def select(self, played: TaskId, n: int, selection: str = "fixed") -> list[Demonstration]:

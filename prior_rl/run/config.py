@@ -13,7 +13,9 @@ ALGOS = ("dqn-prior", "dqn", "llm", "ppo-prior", "ppo")
 VALUE_ALGOS = ("dqn-prior", "dqn")
 PRIOR_ALGOS = ("dqn-prior", "llm", "ppo-prior", "cql-prior")
 OFFLINE_ALGOS = ("cql-prior", "cql")
-PROMPTS = ("env", "paper", "chat")
+PROMPTS = ("env", "paper", "chat", "transcript")
+SELECTIONS = ("fixed", "similar")
+CONTEXT_CACHES = ("episode", "preamble", "off")
 
 # per-environment defaults: the paper's episode caps (31 / 51 macro steps), Frozen Lake's 20, ALFWorld's 50
 DEFAULT_EPISODE_STEPS = {
@@ -39,7 +41,15 @@ class RunConfig:
     k, prior_mode:     candidates per state; "exact" (sampled from the exact prior over the admissible set) or
                        "generate" (k generations mapped to actions, the paper's rule).
     prior_temperature: temperature of the prior when sampling candidates / acting as the LLM policy.
-    prompt, length_normalize: how the prior scores actions (see :meth:`prior_rl.run.models.ModelStore.prior`).
+    prompt, length_normalize: how the prior scores actions (see :meth:`prior_rl.run.models.ModelStore.prior`);
+                       ``length_normalize`` None = the prompt family's measured default
+                       (:data:`prior_rl.prior.transcripts.DEFAULT_NORMALIZE`: mean for env/paper/chat, sum for
+                       transcript).
+    transcript_demos, transcript_selection, transcript_turns: the "transcript" prompt's demonstrations (how many,
+                       "fixed" or "similar" tasks) and history budget in turns (None = the whole episode, cut only
+                       to fit the model's context); see :class:`prior_rl.prior.transcripts.TranscriptPrompt`.
+    context_cache:     KV caching of segmented (transcript) prompts: "episode" (preamble + per-episode history),
+                       "preamble" or "off" (:class:`prior_rl.prior.action_prior.ActionPrior`); scores are equal.
     history:           keep the last ``history`` (state, action) pairs in ``obs.history``
                        (:class:`envs.history.WithHistory`), which the "paper" and "chat" Overcooked prompts show
                        under "History:" (the reference uses 5); 0 = none.
@@ -60,7 +70,11 @@ class RunConfig:
     prior_mode: str = "exact"
     prior_temperature: float = 1.0
     prompt: str = "env"
-    length_normalize: bool = True
+    length_normalize: Optional[bool] = None
+    transcript_demos: int = 3
+    transcript_selection: str = "fixed"
+    transcript_turns: Optional[int] = None
+    context_cache: str = "episode"
     history: int = 0
     max_candidates: int = 8
     devices: int = 1
@@ -82,6 +96,23 @@ class RunConfig:
             raise ValueError(f"history must be 0 (none) or a positive number of steps, got {self.history}")
         if self.prompt not in PROMPTS:
             raise ValueError(f"unknown prompt {self.prompt!r}; valid prompts are: {', '.join(PROMPTS)}")
+        if self.prompt == "transcript" and self.history:
+            raise ValueError(
+                "--history applies to the paper/chat prompts; --prompt transcript keeps the whole episode "
+                "(bound it with --transcript-turns)"
+            )
+        if self.transcript_demos < 0:
+            raise ValueError(f"transcript_demos must be >= 0, got {self.transcript_demos}")
+        if self.transcript_selection not in SELECTIONS:
+            raise ValueError(
+                f"unknown transcript selection {self.transcript_selection!r}; valid: {', '.join(SELECTIONS)}"
+            )
+        if self.transcript_turns is not None and self.transcript_turns < 2:
+            raise ValueError(
+                f"transcript_turns must be >= 2 (turn 0 with the task and the newest turn), got {self.transcript_turns}"
+            )
+        if self.context_cache not in CONTEXT_CACHES:
+            raise ValueError(f"unknown context cache {self.context_cache!r}; valid: {', '.join(CONTEXT_CACHES)}")
         if self.devices < 1 or self.eval_every < 1 or self.eval_episodes < 0 or self.checkpoint_every < 0:
             raise ValueError("devices and eval_every must be positive; eval_episodes and checkpoint_every >= 0")
         if (self.checkpoint_every or self.resume) and not self.run_dir:
@@ -90,6 +121,15 @@ class RunConfig:
     @property
     def episode_cap(self) -> Optional[int]:
         return self.max_episode_steps if self.max_episode_steps is not None else DEFAULT_EPISODE_STEPS.get(self.env)
+
+    @property
+    def normalize(self) -> bool:
+        """Whether the prior scores an action by its mean token log-prob (else the sum)."""
+        if self.length_normalize is not None:
+            return self.length_normalize
+        from prior_rl.prior.transcripts import DEFAULT_NORMALIZE
+
+        return DEFAULT_NORMALIZE[self.prompt]
 
     @property
     def style(self) -> str:
@@ -191,6 +231,11 @@ class OfflineConfig(RunConfig):
             raise ValueError("give a dataset file (dataset=...) or a size to generate (dataset_size=...)")
         if self.updates < 1 or self.updates_per_dispatch < 1:
             raise ValueError("updates and updates_per_dispatch must be positive")
+        if self.prompt == "transcript":
+            raise ValueError(
+                "--prompt transcript needs each state's episode so far, which dataset transitions do not carry; "
+                "offline runs take --prompt env, paper or chat"
+            )
 
     @property
     def budget(self) -> int:

@@ -9,10 +9,14 @@ import envs
 
 def make_env(config: Any, **extra: Any) -> envs.TextEnv:
     """``envs.make(config.env, max_steps=<the run's cap>, **config.env_options, **extra)``, with the history
-    wrapper when ``config.history``."""
+    wrapper when ``config.history``, or the whole-episode transcript wrapper for ``prompt="transcript"``."""
     options = {"max_steps": config.episode_cap, **dict(config.env_options), **extra}
     env = envs.make(config.env, **options)
-    if config.history:
+    if getattr(config, "prompt", None) == "transcript":
+        from envs.history import WithTranscript
+
+        env = WithTranscript(env)
+    elif config.history:
         from envs.history import WithHistory
 
         env = WithHistory(env, config.history)

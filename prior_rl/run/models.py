@@ -13,6 +13,8 @@ from typing import Any, Optional
 from envs.base import TextObservation
 from prior_rl.run.config import PROMPTS
 
+TranscriptOptions = tuple[int, str, Optional[int]]  # (demonstrations, selection, max turns or None)
+
 
 def _env_prompt(obs: TextObservation) -> str:
     return obs.prompt
@@ -43,59 +45,130 @@ class ModelStore:
 
         return self._get(("llm", spec), lambda: load_llm(spec))
 
+    def add_llm(self, spec: str, llm: Any) -> None:
+        """Hold an already-loaded :class:`prior_rl.llm.weights.LLM` under ``spec`` (a notebook's model, a test's
+        tiny one): runs whose config says ``llm=spec`` use it."""
+        if self._parent is not None:
+            self._parent.add_llm(spec, llm)
+        else:
+            self._models[("llm", spec)] = llm
+
     def encoder(self, spec: str) -> Any:
         from prior_rl.llm.encoder import load_encoder
 
         return self._get(("encoder", spec), lambda: load_encoder(spec))
 
-    def prior(self, llm: str, temperature: float = 1.0, prompt: str = "env", normalize: bool = True) -> Any:
+    def prior(
+        self,
+        llm: str,
+        temperature: float = 1.0,
+        prompt: str = "env",
+        normalize: Optional[bool] = None,
+        *,
+        transcript: TranscriptOptions = (3, "fixed", None),
+        context_cache: str = "episode",
+        env_options: tuple[tuple[str, Any], ...] = (),
+    ) -> Any:
         """The LLM prior with a prompt cache.
 
         prompt "env": the environment's own prompt (``obs.prompt``; for Overcooked TWOSOME's text ending in "you
         should first"), each action scored as its continuation; "paper": RL-LLM-Prior's query (task, history,
-        observation, the admissible list, "Action:"); "chat": the paper's query in the model's chat template.
-        normalize: score an action by its mean token log-prob (TWOSOME's length normalisation) instead of the sum.
+        observation, the admissible list, "Action:"); "chat": the paper's query in the model's chat template;
+        "transcript": a header, ``transcript[0]`` expert demonstrations of other training tasks (selection
+        ``transcript[1]``), then this episode's transcript (at most ``transcript[2]`` turns; None = all) and the
+        cue ``"> "`` (:class:`prior_rl.prior.transcripts.TranscriptPrompt`; the environment must be wrapped in
+        :class:`envs.history.WithTranscript`), scored through the preamble / episode KV caches of
+        ``context_cache``. ``env_options`` go to the demonstrations' environments (the split never does).
+        normalize: score an action by its mean token log-prob (TWOSOME's length normalisation) instead of the sum;
+        None = the family's measured default (:data:`prior_rl.prior.transcripts.DEFAULT_NORMALIZE`).
         ``llm="expert-mix:P"`` is a synthetic prior that puts P on the environment's expert command
         (:mod:`prior_rl.prior.synthetic`), to measure what a stronger prior would change.
         """
         if prompt not in PROMPTS:
             raise ValueError(f"unknown prompt {prompt!r}; valid prompts are: {', '.join(PROMPTS)}")
         from prior_rl.prior import synthetic
+        from prior_rl.prior.transcripts import DEFAULT_NORMALIZE
 
         p_expert = synthetic.parse_spec(llm)
         if p_expert is not None:  # a synthetic prior of known quality: no LLM, nothing to share
             return synthetic.ExpertMixturePrior(p_expert, temperature)
+        if normalize is None:
+            normalize = DEFAULT_NORMALIZE[prompt]
+        demo_options = tuple((k, v) for k, v in env_options if k != "split") if prompt == "transcript" else ()
 
         def load():
             from prior_rl.prior import ActionPrior, PriorCache, PromptBuilder
 
-            prompt_fn = {"env": _env_prompt, "paper": PromptBuilder(), "chat": PromptBuilder(chat=True)}[prompt]
+            if prompt == "transcript":
+                import envs
+                from prior_rl.prior.transcripts import TranscriptPrompt
+
+                n_demos, selection, max_turns = transcript
+                prompt_fn: Any = TranscriptPrompt(
+                    n_demos, selection, max_turns, make_env=envs.make, env_options=dict(demo_options)
+                )
+            else:
+                prompt_fn = {"env": _env_prompt, "paper": PromptBuilder(), "chat": PromptBuilder(chat=True)}[prompt]
             # the cache makes a revisited prompt cost no LLM call; its misses are the LLM calls we report
             return ActionPrior(
-                self.llm(llm), prompt_fn=prompt_fn, cache=PriorCache(), normalize=normalize, temperature=temperature
+                self.llm(llm),
+                prompt_fn=prompt_fn,
+                cache=PriorCache(),
+                normalize=normalize,
+                temperature=temperature,
+                context_cache=context_cache,
             )
 
-        return self._get(("prior", llm, str(temperature), prompt, str(normalize)), load)
+        key = ("prior", llm, str(temperature), prompt, str(normalize))
+        if prompt == "transcript":
+            key += (repr(transcript), context_cache, repr(demo_options))
+        return self._get(key, load)
 
     def run_prior(self, config: Any) -> Any:
         """The prior a run's config asks for."""
-        return self.prior(config.llm, config.prior_temperature, config.prompt, config.length_normalize)
+        return self.prior(
+            config.llm,
+            config.prior_temperature,
+            config.prompt,
+            config.normalize,
+            transcript=(config.transcript_demos, config.transcript_selection, config.transcript_turns),
+            context_cache=config.context_cache,
+            env_options=tuple(config.env_options),
+        )
+
+
+# ActionPrior counters a run logs (as differences since the run started), the KV-cache ones only for transcript runs
+CONTEXT_FIELDS = ("preamble_hits", "episode_extensions", "episode_reprefills", "turn_tokens_reused", "truncations")
 
 
 class LLMCounter:
     """A run's LLM calls and cache hits as log-row fields (none without a cached prior): the prior's cache counters
-    minus their values when the run started, so runs sharing a store each report their own."""
+    minus their values when the run started, so runs sharing a store each report their own.
+
+    With an :class:`~prior_rl.prior.action_prior.ActionPrior` it also reports ``llm_s`` (wall seconds spent in the
+    prior since the run started, this process only: a clock field like ``wall_s``) and, once the prior has scored
+    segmented prompts, the KV-cache counts of :data:`CONTEXT_FIELDS` (``turn_tokens_reused``: history tokens read
+    from the episode cache instead of encoded)."""
 
     def __init__(self, prior: Any):
         self.prior = prior
         cache = getattr(prior, "cache", None)
         self.start = (cache.misses, cache.hits) if cache is not None else (0, 0)
+        counters = getattr(prior, "counters", None)
+        self.counter_start = dict(counters) if isinstance(counters, dict) else None
 
-    def __call__(self) -> dict[str, int]:
+    def __call__(self) -> dict[str, Any]:
         cache = getattr(self.prior, "cache", None)  # read each time: a resumed run swaps in the checkpointed cache
         if cache is None:
             return {}
-        return {"llm_calls": cache.misses - self.start[0], "cache_hits": cache.hits - self.start[1]}
+        row: dict[str, Any] = {"llm_calls": cache.misses - self.start[0], "cache_hits": cache.hits - self.start[1]}
+        counters = getattr(self.prior, "counters", None)
+        if self.counter_start is not None and isinstance(counters, dict):
+            since = {k: counters.get(k, 0) - self.counter_start.get(k, 0) for k in counters}
+            row["llm_s"] = float(since.get("llm_s", 0.0))
+            if since.get("segmented_prompts", 0):
+                row.update({k: int(since.get(k, 0)) for k in CONTEXT_FIELDS})
+        return row
 
     def state(self) -> list[int]:
         """What a checkpoint stores: the start offsets, so a resumed run keeps counting from them."""

@@ -22,6 +22,7 @@ from prior_rl.io import checkpoint as ckpt
 from prior_rl.replay import FeatureTable
 
 PRIOR_CACHE = "prior_cache.npz"
+GENERATION_CACHE = "generation_cache.npz"  # generate mode's k texts per prompt, drawn once and reused
 
 
 @dataclass
@@ -68,6 +69,9 @@ def save(manager: ckpt.CheckpointManager, step: int, state: RunState, featurizer
     if cache is not None:
         host.cache_counts = [cache.hits, cache.misses]
         cache.save(manager.sidecar(step, PRIOR_CACHE))  # first: a checkpoint is only complete with its cache
+    generations = getattr(prior, "generation_cache", None)
+    if generations is not None and hasattr(generations, "save"):
+        generations.save(manager.sidecar(step, GENERATION_CACHE))
     arrays = _arrays(state.agent, state.buffer, table_of(featurizer))
     return manager.save(step, arrays, rng=state.key, metadata={"host": dataclasses.asdict(host)})
 
@@ -110,6 +114,12 @@ def restore(manager: ckpt.CheckpointManager, agent: Any, buffer: Any, featurizer
         cache = PriorCache.load(manager.sidecar(step, PRIOR_CACHE))
         cache.hits, cache.misses = host.cache_counts
         prior.cache = cache
+    generations = getattr(prior, "generation_cache", None)
+    if generations is not None and hasattr(generations, "save"):
+        from prior_rl.prior import PriorCache
+
+        # missing_ok: checkpoints written before the generation cache existed
+        prior.generation_cache = PriorCache.load(manager.sidecar(step, GENERATION_CACHE), missing_ok=True)
     return RunState(restored.state.get("agent"), restored.state.get("buffer"), restored.rng, host)
 
 
