@@ -6,7 +6,8 @@ preamble / episode KV caches, against transformers + torch scoring the same toke
 
 Rows (Σ log p(" " + action | prompt) for 25 admissible actions; per-step wall time, tokenisation included):
 
-* zero-shot: the reference's ALFWorld prompt (~147 tokens), ``ActionPrior.score`` (one prefill, candidates packed);
+* zero-shot: the reference's ALFWorld prompt (~147 tokens), ``ActionPrior.score`` (one prefill, candidates as a
+  prefix trie);
 * transcript: a synthesised ALFWorld transcript prompt, a ~1.15k-token preamble (header + 3 expert
   demonstrations, the format of ``prior_rl/prior/transcripts.py``) + this episode's turns + ``"> "``, about 1.3k to
   1.55k tokens over the episode's steps, scored with ``context_cache="off"`` (full prefill every step),
@@ -108,9 +109,10 @@ def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
     return 2 * n**3 / t / 1e9
 
 
-def step_flops(cfg, blocks: Sequence[tuple[int, int]], cand_lens: Sequence[int], context: int) -> float:
+def step_flops(cfg, blocks: Sequence[tuple[int, int]], node_depths: Sequence[int], context: int) -> float:
     """Arithmetic of one scoring step: ``blocks`` = (tokens encoded, keys before them) (causal within), then the
-    candidates after ``context`` keys, each causal within itself; the head on every candidate token."""
+    candidates' prefix-trie nodes (``node_depths``: each node's depth; a node attends to ``context`` keys and its
+    ancestors), with the head's logsumexp on every node."""
     D, H, KV, Dh, inter, L, V = (
         cfg.hidden_size,
         cfg.num_heads,
@@ -126,8 +128,8 @@ def step_flops(cfg, blocks: Sequence[tuple[int, int]], cand_lens: Sequence[int],
     flops = 0.0
     for n, before in blocks:
         flops += per_token * n + per_pair * (n * before + n * (n + 1) / 2)
-    for m in cand_lens:
-        flops += per_token * m + per_pair * (m * context + m * (m + 1) / 2) + head * m
+    for d in node_depths:
+        flops += per_token + per_pair * (context + d + 1) + head
     return flops + head  # the logits after the prompt
 
 
@@ -145,7 +147,8 @@ def run(quick: bool, with_torch: bool, steps: int | None = None) -> dict[str, An
     zs_prompt, actions = alfworld_set()
     conts = [" " + a for a in actions]
     c_ids = [tok.encode(c, add_special_tokens=False) for c in conts]
-    cand_lens = [len(c) for c in c_ids]
+    # the candidates as ActionPrior scores them: a prefix trie, one node per distinct token prefix
+    node_depths = [len(p) - 1 for p in {tuple(c[: i + 1]) for c in c_ids for i in range(len(c))}]
     n_pre = len(tok.encode(PREAMBLE))
     lens = [len(token_ids(transcript(0, t, steps), tok)) for t in range(steps)]
     for c in range(1, 10):  # every copy must tokenise to the same lengths (no compilation inside timed episodes)
@@ -224,11 +227,11 @@ def run(quick: bool, with_torch: bool, steps: int | None = None) -> dict[str, An
     flops: dict[str, list[float]] = {m: [] for m in modes}
     for t in range(steps):
         n = lens[t]
-        flops["off"].append(step_flops(cfg, [(n, 0)], cand_lens, n))
-        flops["preamble"].append(step_flops(cfg, [(n - n_pre, n_pre)], cand_lens, n))
+        flops["off"].append(step_flops(cfg, [(n, 0)], node_depths, n))
+        flops["preamble"].append(step_flops(cfg, [(n - n_pre, n_pre)], node_depths, n))
         new = turn_lens[t] + 1  # the new turn and the cue
-        flops["episode"].append(step_flops(cfg, [(new, n - new)], cand_lens, n))
-    f_zs = step_flops(cfg, [(n_zs, 0)], cand_lens, n_zs)
+        flops["episode"].append(step_flops(cfg, [(new, n - new)], node_depths, n))
+    f_zs = step_flops(cfg, [(n_zs, 0)], node_depths, n_zs)
 
     def perf(f: float, t: float) -> dict[str, float]:
         return {"GFLOP/step": f / 1e9, "GFLOP/s": f / t / 1e9, "% of matmul": 100 * f / t / 1e9 / gf}
@@ -236,7 +239,7 @@ def run(quick: bool, with_torch: bool, steps: int | None = None) -> dict[str, An
     rows: list[dict[str, Any]] = [
         {
             "prompt": "zero-shot",
-            "method": "ours (prefill once, candidates packed)",
+            "method": "ours (prefill once, candidates as a prefix trie)",
             "prompt tokens": n_zs,
             "s/step": t_zs,
             **perf(f_zs, t_zs),

@@ -209,6 +209,13 @@ def _common(p: argparse.ArgumentParser) -> None:
         "generate: k LLM generations mapped to actions (the paper's rule)",
     )
     p.add_argument(
+        "--no-generation-cache",
+        dest="generation_cache",
+        action="store_false",
+        help="--prior-mode generate: draw k new generations at every visit of a prompt (default: drawn once per "
+        "prompt and reused, the reference's per-prompt cache)",
+    )
+    p.add_argument(
         "--prompt",
         choices=("env", "paper", "chat", "transcript"),
         default="env",
@@ -384,6 +391,7 @@ def _run_training(args: argparse.Namespace) -> int:
         transcript_selection=args.transcript_selection,
         transcript_turns=args.transcript_turns,
         context_cache=args.context_cache,
+        generation_cache=args.generation_cache,
         history=args.history,
         feature_style=args.feature_style,
         max_episode_steps=args.max_episode_steps,

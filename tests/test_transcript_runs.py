@@ -97,3 +97,63 @@ def test_the_default_scoring_follows_the_prompt_family():
     assert TrainConfig(prompt="transcript").normalize is False
     assert TrainConfig(prompt="env").normalize is True
     assert TrainConfig(prompt="transcript", length_normalize=True).normalize is True
+
+
+def test_generate_mode_resumes_with_its_generation_cache(tiny_llm, tmp_path):  # noqa: F811
+    """A generate-mode run stopped after a checkpoint and resumed logs what an uninterrupted one does: the
+    generation cache (a prompt's k texts, drawn once) is checkpointed beside the prior cache."""
+    import dataclasses
+
+    class Stop(Exception):
+        pass
+
+    def run(config, on_log=None):
+        store = ModelStore()
+        store.add_llm("tiny", tiny_llm)
+        return train(config, on_log=on_log, store=store)
+
+    def config(name):
+        return TrainConfig(
+            env="frozen-lake",
+            algo="dqn-prior",
+            llm="tiny",
+            prior_mode="generate",
+            env_steps=48,
+            num_envs=2,
+            learning_starts=8,
+            train_every=8,
+            updates_per_train=1,
+            log_every=8,
+            eval_every=10_000,
+            eval_episodes=1,
+            checkpoint_every=2,
+            seed=3,
+            run_dir=str(tmp_path / name),
+            **QUIET,
+        )
+
+    straight = run(config("straight"))
+    seen = []
+
+    def stop_after_a_checkpoint(row):
+        seen.append(row)
+        if list((tmp_path / "stopped" / "checkpoints").glob("step_*")) and len(seen) >= 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run(config("stopped"), on_log=stop_after_a_checkpoint)
+    assert list((tmp_path / "stopped" / "checkpoints").glob("*generation_cache.npz"))
+    resumed = run(dataclasses.replace(config("stopped"), resume=True))
+    clock = ("wall_s", "env_steps_per_s", "llm_s")
+    rows = [[{k: v for k, v in r.items() if k not in clock} for r in h] for h in (straight.history, resumed.history)]
+    assert rows[0] == rows[1]
+    assert rows[0][-1]["generation_hits"] > 0  # revisited prompts reused their generations
+
+
+def test_the_generation_cache_can_be_turned_off(tiny_llm):  # noqa: F811
+    store = ModelStore()
+    store.add_llm("tiny", tiny_llm)
+    assert store.prior("tiny", generation_cache=False).generation_cache is None
+    assert store.prior("tiny").generation_cache is not None
+    config = TrainConfig(llm="tiny", prior_mode="generate", generation_cache=False)
+    assert store.run_prior(config).generation_cache is None

@@ -50,6 +50,8 @@ class RunConfig:
                        to fit the model's context); see :class:`prior_rl.prior.transcripts.TranscriptPrompt`.
     context_cache:     KV caching of segmented (transcript) prompts: "episode" (preamble + per-episode history),
                        "preamble" or "off" (:class:`prior_rl.prior.action_prior.ActionPrior`); scores are equal.
+    generation_cache:  generate mode: draw a prompt's k generations once and reuse them on every revisit (the
+                       reference's per-prompt cache); False = draw anew at every visit.
     history:           keep the last ``history`` (state, action) pairs in ``obs.history``
                        (:class:`envs.history.WithHistory`), which the "paper" and "chat" Overcooked prompts show
                        under "History:" (the reference uses 5); 0 = none.
@@ -75,6 +77,7 @@ class RunConfig:
     transcript_selection: str = "fixed"
     transcript_turns: Optional[int] = None
     context_cache: str = "episode"
+    generation_cache: bool = True
     history: int = 0
     max_candidates: int = 8
     devices: int = 1

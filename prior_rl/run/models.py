@@ -68,6 +68,7 @@ class ModelStore:
         transcript: TranscriptOptions = (3, "fixed", None),
         context_cache: str = "episode",
         env_options: tuple[tuple[str, Any], ...] = (),
+        generation_cache: bool = True,
     ) -> Any:
         """The LLM prior with a prompt cache.
 
@@ -79,6 +80,8 @@ class ModelStore:
         cue ``"> "`` (:class:`prior_rl.prior.transcripts.TranscriptPrompt`; the environment must be wrapped in
         :class:`envs.history.WithTranscript`), scored through the preamble / episode KV caches of
         ``context_cache``. ``env_options`` go to the demonstrations' environments (the split never does).
+        generation_cache: in generate mode, a prompt's k generations are drawn once and reused (the reference's
+        per-prompt cache); False draws them anew at every visit.
         normalize: score an action by its mean token log-prob (TWOSOME's length normalisation) instead of the sum;
         None = the family's measured default (:data:`prior_rl.prior.transcripts.DEFAULT_NORMALIZE`).
         ``llm="expert-mix:P"`` is a synthetic prior that puts P on the environment's expert command
@@ -117,9 +120,12 @@ class ModelStore:
                 normalize=normalize,
                 temperature=temperature,
                 context_cache=context_cache,
+                generation_cache=generation_cache,
             )
 
         key = ("prior", llm, str(temperature), prompt, str(normalize))
+        if not generation_cache:
+            key += ("no-generation-cache",)
         if prompt == "transcript":
             key += (repr(transcript), context_cache, repr(demo_options))
         return self._get(key, load)
@@ -134,6 +140,7 @@ class ModelStore:
             transcript=(config.transcript_demos, config.transcript_selection, config.transcript_turns),
             context_cache=config.context_cache,
             env_options=tuple(config.env_options),
+            generation_cache=config.generation_cache,
         )
 
 
@@ -146,9 +153,12 @@ class LLMCounter:
     minus their values when the run started, so runs sharing a store each report their own.
 
     With an :class:`~prior_rl.prior.action_prior.ActionPrior` it also reports ``llm_s`` (wall seconds spent in the
-    prior since the run started, this process only: a clock field like ``wall_s``) and, once the prior has scored
-    segmented prompts, the KV-cache counts of :data:`CONTEXT_FIELDS` (``turn_tokens_reused``: history tokens read
-    from the episode cache instead of encoded)."""
+    prior since the run started: a clock field like ``wall_s``) and, once the prior has scored segmented prompts,
+    the KV-cache counts of :data:`CONTEXT_FIELDS` (``turn_tokens_reused``: history tokens read from the episode
+    cache instead of encoded); in generate mode ``generations`` / ``generation_hits`` (prompts whose k generations
+    were drawn / reused). A checkpoint keeps them all; the generation counts then continue exactly (the generation
+    cache is checkpointed too), while the KV-cache counts, like ``llm_s``, measure work: a resumed run starts with a
+    cold KV cache, so it re-encodes what an uninterrupted run would have extended (same scores, other counts)."""
 
     def __init__(self, prior: Any):
         self.prior = prior
@@ -156,20 +166,38 @@ class LLMCounter:
         self.start = (cache.misses, cache.hits) if cache is not None else (0, 0)
         counters = getattr(prior, "counters", None)
         self.counter_start = dict(counters) if isinstance(counters, dict) else None
+        self.counter_offset: dict[str, float] = {}  # counts before a resume (the prior's counters restart at 0)
+
+    def _since(self) -> dict[str, float]:
+        counters = getattr(self.prior, "counters", None)
+        if self.counter_start is None or not isinstance(counters, dict):
+            return {}
+        return {k: counters.get(k, 0) - self.counter_start.get(k, 0) + self.counter_offset.get(k, 0) for k in counters}
 
     def __call__(self) -> dict[str, Any]:
         cache = getattr(self.prior, "cache", None)  # read each time: a resumed run swaps in the checkpointed cache
         if cache is None:
             return {}
         row: dict[str, Any] = {"llm_calls": cache.misses - self.start[0], "cache_hits": cache.hits - self.start[1]}
-        counters = getattr(self.prior, "counters", None)
-        if self.counter_start is not None and isinstance(counters, dict):
-            since = {k: counters.get(k, 0) - self.counter_start.get(k, 0) for k in counters}
+        since = self._since()
+        if since:
             row["llm_s"] = float(since.get("llm_s", 0.0))
             if since.get("segmented_prompts", 0):
                 row.update({k: int(since.get(k, 0)) for k in CONTEXT_FIELDS})
+            if since.get("generation_misses", 0) or since.get("generation_hits", 0):
+                # generate mode: prompts whose k generations were drawn (LLM calls) or reused from the cache
+                row["generations"] = int(since["generation_misses"])
+                row["generation_hits"] = int(since["generation_hits"])
         return row
 
-    def state(self) -> list[int]:
-        """What a checkpoint stores: the start offsets, so a resumed run keeps counting from them."""
-        return list(self.start)
+    def state(self) -> list[Any]:
+        """What a checkpoint stores: the cache-count offsets, so a resumed run keeps counting from them, and the
+        prior's counts so far (the resumed prior's counters start at 0)."""
+        return [*self.start, self._since()]
+
+    def restore(self, state: list[Any]) -> None:
+        self.start = (state[0], state[1])
+        if len(state) > 2:  # checkpoints before issue 11 hold the two cache offsets only
+            counters = getattr(self.prior, "counters", None)
+            self.counter_start = dict(counters) if isinstance(counters, dict) else None
+            self.counter_offset = dict(state[2])

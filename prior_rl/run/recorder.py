@@ -74,7 +74,7 @@ class Recorder:
         """Continue from a checkpoint taken at ``position`` (env samples online, updates offline)."""
         self.history = list(state["history"])
         self.recent = deque((tuple(x) for x in state["recent"]), maxlen=RECENT_EPISODES)
-        self.llm_counts.start = tuple(state["llm_start"])
+        self.llm_counts.restore(state["llm_start"])
         if self.logger:
             self.logger.keep_rows(len(self.history))
         self.advance(position)
