@@ -199,6 +199,19 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="LLM prior: 'smollm2' (embedded), a local HF dir or a .gguf file; 'expert-mix:P' is a synthetic prior "
         "with P on the env's expert command (alfworld-pick)",
     )
+    p.add_argument(
+        "--llm-dtype",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="the prior's parameters and activations (bfloat16 halves memory; on CPU it is slower)",
+    )
+    p.add_argument(
+        "--llm-shards",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="place the prior tensor-parallel over N devices (heads and MLP columns split; N must divide them)",
+    )
     p.add_argument("--encoder", default="minilm", help="Q features: 'minilm' (embedded) or a local HF BERT dir")
     p.add_argument("--k", type=positive_int, default=5, help="prior candidates per state (paper: 5)")
     p.add_argument(
@@ -382,6 +395,8 @@ def _run_training(args: argparse.Namespace) -> int:
         env=env,
         seed=args.seed,
         llm=args.llm,
+        llm_dtype=args.llm_dtype,
+        llm_shards=args.llm_shards,
         encoder=args.encoder,
         k=args.k,
         prior_mode=args.prior_mode,

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from prior_rl.llm.llama import LlamaConfig, Params
+from prior_rl.llm.sharding import check_divisible, make_mesh, place
 from prior_rl.llm.tokenizer import Tokenizer, TokenizerError, load_tokenizer_dir, tokenizer_from_gguf_metadata
 
 
@@ -118,9 +118,15 @@ def _expected_shapes(c: LlamaConfig) -> dict[str, tuple[int, ...]]:
 
 
 def params_from_hf_tensors(
-    config: LlamaConfig, get: Callable[[str], np.ndarray | None], source: str, dtype: Any = jnp.float32
+    config: LlamaConfig,
+    get: Callable[[str], np.ndarray | None],
+    source: str,
+    dtype: Any = jnp.float32,
+    mesh: Any = None,
 ) -> Params:
-    """Build the Flax parameter tree from HF-named tensors. ``get(name)`` returns the array or None if absent."""
+    """Build the Flax parameter tree from HF-named tensors. ``get(name)`` returns the array or None if absent.
+    With a ``mesh``, each tensor goes from host memory straight into its tensor-parallel shards
+    (:mod:`prior_rl.llm.sharding`)."""
 
     def fetch(name: str, shape: tuple[int, ...]) -> np.ndarray:
         arr = get(name)
@@ -156,7 +162,15 @@ def params_from_hf_tensors(
     }
     if not config.tie_word_embeddings:
         params["lm_head"] = {"kernel": fetch("lm_head.weight", (V, D)).T}
-    return jax.tree.map(lambda a: jnp.asarray(a, dtype=dtype), params)
+    return place(params, mesh, dtype)
+
+
+def _mesh(config: LlamaConfig, shards: int) -> Any:
+    """None for one device, else a checked tensor-parallel mesh (before any tensor is read)."""
+    if shards == 1:
+        return None
+    check_divisible(config, shards)
+    return make_mesh(shards)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -233,7 +247,9 @@ def _open_safetensors(directory: Path) -> Callable[[str], np.ndarray | None]:
     return get
 
 
-def load_hf_dir(directory: str | Path, dtype: Any = jnp.float32, tokenizer: str | Path | None = None) -> LLM:
+def load_hf_dir(
+    directory: str | Path, dtype: Any = jnp.float32, tokenizer: str | Path | None = None, shards: int = 1
+) -> LLM:
     directory = Path(directory)
     cfg_path = directory / "config.json"
     if not cfg_path.is_file():
@@ -249,7 +265,7 @@ def load_hf_dir(directory: str | Path, dtype: Any = jnp.float32, tokenizer: str 
     get = _open_safetensors(directory)
     if not config.tie_word_embeddings and get("lm_head.weight") is None:
         raise WeightsError(f"{directory}: config says tie_word_embeddings=False but no lm_head.weight is stored")
-    params = params_from_hf_tensors(config, get, str(directory), dtype)
+    params = params_from_hf_tensors(config, get, str(directory), dtype, _mesh(config, shards))
     tok = load_tokenizer_dir(tokenizer or directory, raw)
     _check_vocab(tok, config, str(directory))
     name = raw.get("_name_or_path") or directory.name
@@ -342,7 +358,11 @@ def config_from_gguf(meta: Mapping[str, Any], n_vocab_rows: int, has_output: boo
 
 
 def load_gguf(
-    path: str | Path, dtype: Any = jnp.float32, tokenizer: str | Path | None = None, name: str | None = None
+    path: str | Path,
+    dtype: Any = jnp.float32,
+    tokenizer: str | Path | None = None,
+    name: str | None = None,
+    shards: int = 1,
 ) -> LLM:
     import gguf
 
@@ -380,7 +400,7 @@ def load_gguf(
             arr = unpermute_rotary(arr, config.num_kv_heads)
         return arr
 
-    params = params_from_hf_tensors(config, get, str(path), dtype)
+    params = params_from_hf_tensors(config, get, str(path), dtype, _mesh(config, shards))
     if tokenizer is not None:
         tok = load_tokenizer_dir(tokenizer)
     else:
@@ -401,25 +421,29 @@ def _check_vocab(tok: Tokenizer, config: LlamaConfig, source: str) -> None:
         )
 
 
-def load_llm(spec: str | Path, dtype: Any = jnp.float32, tokenizer: str | Path | None = None) -> LLM:
+def load_llm(
+    spec: str | Path, dtype: Any = jnp.float32, tokenizer: str | Path | None = None, shards: int = 1
+) -> LLM:
     """Load a model by registered name, Hugging Face directory or ``.gguf`` path (offline only).
 
     ``dtype`` is the parameter and compute dtype (float32 by default; bfloat16 halves memory).
+    ``shards``: place the parameters tensor-parallel over this many devices (:mod:`prior_rl.llm.sharding`;
+    heads, KV heads and MLP columns must divide by it).
     ``tokenizer`` optionally names a directory with ``tokenizer.json`` to use instead of the model's own.
     """
     spec = str(spec)
     key = ALIASES.get(spec.lower(), spec.lower())
     if key in MODELS:
-        return load_gguf(MODELS[key].path(), dtype, tokenizer, name=key)
+        return load_gguf(MODELS[key].path(), dtype, tokenizer, name=key, shards=shards)
     path = Path(spec).expanduser()
     if path.is_dir():
-        return load_hf_dir(path, dtype, tokenizer)
+        return load_hf_dir(path, dtype, tokenizer, shards)
     if path.suffix.lower() == ".gguf" or path.is_file():
         if not path.exists():
             raise WeightsError(f"GGUF file not found: {path}")
         if path.suffix.lower() != ".gguf":
             raise WeightsError(f"{path}: expected a .gguf file or a Hugging Face model directory")
-        return load_gguf(path, dtype, tokenizer)
+        return load_gguf(path, dtype, tokenizer, shards=shards)
     valid = ", ".join(f"'{n}' ({d})" for n, d in registered_models().items())
     raise WeightsError(
         f"unknown model {spec!r}: not a registered name and no such file or directory. Registered names: {valid}; "

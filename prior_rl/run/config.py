@@ -38,6 +38,8 @@ class RunConfig:
 
     env, env_options:  ``envs.make(env, max_steps=..., **env_options)``; ``max_episode_steps`` None = the per-env cap.
     llm, encoder:      model specs for ``prior_rl.llm.weights.load_llm`` / ``prior_rl.llm.encoder.load_encoder``.
+    llm_dtype, llm_shards: the prior's parameter/activation dtype ("float32" or "bfloat16") and tensor-parallel
+                       devices (:mod:`prior_rl.llm.sharding`).
     k, prior_mode:     candidates per state; "exact" (sampled from the exact prior over the admissible set) or
                        "generate" (k generations mapped to actions, the paper's rule).
     prior_temperature: temperature of the prior when sampling candidates / acting as the LLM policy.
@@ -66,6 +68,8 @@ class RunConfig:
     max_episode_steps: Optional[int] = None
     env_options: tuple[tuple[str, Any], ...] = ()
     llm: str = "smollm2"
+    llm_dtype: str = "float32"
+    llm_shards: int = 1
     encoder: str = "minilm"
     feature_style: Optional[str] = None
     k: int = 5
@@ -114,6 +118,10 @@ class RunConfig:
             raise ValueError(
                 f"transcript_turns must be >= 2 (turn 0 with the task and the newest turn), got {self.transcript_turns}"
             )
+        if self.llm_dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"unknown --llm-dtype {self.llm_dtype!r}; use float32 or bfloat16")
+        if self.llm_shards < 1:
+            raise ValueError(f"--llm-shards must be a positive number of devices, got {self.llm_shards}")
         if self.context_cache not in CONTEXT_CACHES:
             raise ValueError(f"unknown context cache {self.context_cache!r}; valid: {', '.join(CONTEXT_CACHES)}")
         if self.devices < 1 or self.eval_every < 1 or self.eval_episodes < 0 or self.checkpoint_every < 0:

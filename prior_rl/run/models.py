@@ -40,10 +40,17 @@ class ModelStore:
             self._models[key] = load()
         return self._models[key]
 
-    def llm(self, spec: str) -> Any:
+    def llm(self, spec: str, dtype: str = "float32", shards: int = 1) -> Any:
+        """The LLM ``spec`` with ``dtype`` ("float32" or "bfloat16") parameters and activations, tensor-parallel
+        over ``shards`` devices (:mod:`prior_rl.llm.sharding`)."""
         from prior_rl.llm.weights import load_llm
 
-        return self._get(("llm", spec), lambda: load_llm(spec))
+        if (dtype, shards) == ("float32", 1):
+            return self._get(("llm", spec), lambda: load_llm(spec))
+        from prior_rl.llm.sharding import check_dtype
+
+        jdtype = check_dtype(dtype)
+        return self._get(("llm", spec, dtype, str(shards)), lambda: load_llm(spec, jdtype, shards=shards))
 
     def add_llm(self, spec: str, llm: Any) -> None:
         """Hold an already-loaded :class:`prior_rl.llm.weights.LLM` under ``spec`` (a notebook's model, a test's
@@ -69,6 +76,8 @@ class ModelStore:
         context_cache: str = "episode",
         env_options: tuple[tuple[str, Any], ...] = (),
         generation_cache: bool = True,
+        llm_dtype: str = "float32",
+        llm_shards: int = 1,
     ) -> Any:
         """The LLM prior with a prompt cache.
 
@@ -81,7 +90,7 @@ class ModelStore:
         :class:`envs.history.WithTranscript`), scored through the preamble / episode KV caches of
         ``context_cache``. ``env_options`` go to the demonstrations' environments (the split never does).
         generation_cache: in generate mode, a prompt's k generations are drawn once and reused (the reference's
-        per-prompt cache); False draws them anew at every visit.
+        per-prompt cache); False draws them anew at every visit. llm_dtype, llm_shards: see :meth:`llm`.
         normalize: score an action by its mean token log-prob (TWOSOME's length normalisation) instead of the sum;
         None = the family's measured default (:data:`prior_rl.prior.transcripts.DEFAULT_NORMALIZE`).
         ``llm="expert-mix:P"`` is a synthetic prior that puts P on the environment's expert command
@@ -114,7 +123,7 @@ class ModelStore:
                 prompt_fn = {"env": _env_prompt, "paper": PromptBuilder(), "chat": PromptBuilder(chat=True)}[prompt]
             # the cache makes a revisited prompt cost no LLM call; its misses are the LLM calls we report
             return ActionPrior(
-                self.llm(llm),
+                self.llm(llm, llm_dtype, llm_shards),
                 prompt_fn=prompt_fn,
                 cache=PriorCache(),
                 normalize=normalize,
@@ -126,6 +135,8 @@ class ModelStore:
         key = ("prior", llm, str(temperature), prompt, str(normalize))
         if not generation_cache:
             key += ("no-generation-cache",)
+        if (llm_dtype, llm_shards) != ("float32", 1):
+            key += (llm_dtype, str(llm_shards))
         if prompt == "transcript":
             key += (repr(transcript), context_cache, repr(demo_options))
         return self._get(key, load)
@@ -141,6 +152,8 @@ class ModelStore:
             context_cache=config.context_cache,
             env_options=tuple(config.env_options),
             generation_cache=config.generation_cache,
+            llm_dtype=config.llm_dtype,
+            llm_shards=config.llm_shards,
         )
 
 
