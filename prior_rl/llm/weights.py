@@ -421,9 +421,7 @@ def _check_vocab(tok: Tokenizer, config: LlamaConfig, source: str) -> None:
         )
 
 
-def load_llm(
-    spec: str | Path, dtype: Any = jnp.float32, tokenizer: str | Path | None = None, shards: int = 1
-) -> LLM:
+def load_llm(spec: str | Path, dtype: Any = jnp.float32, tokenizer: str | Path | None = None, shards: int = 1) -> LLM:
     """Load a model by registered name, Hugging Face directory or ``.gguf`` path (offline only).
 
     ``dtype`` is the parameter and compute dtype (float32 by default; bfloat16 halves memory).
