@@ -69,7 +69,9 @@ def tiny_tokenizer(path: Path, vocab_size: int = 300) -> Path:
     return path
 
 
-def tiny_hf_model(arch: str, tie: bool, seed: int = 0, max_pos: int = 256, vocab: int = 320):
+def tiny_hf_model(
+    arch: str, tie: bool, seed: int = 0, max_pos: int = 256, vocab: int = 320, heads: int = 4, kv_heads: int = 2
+):
     """A small random transformers model with large enough weights that logits vary by several units."""
     torch.manual_seed(seed)
     common = dict(
@@ -77,8 +79,8 @@ def tiny_hf_model(arch: str, tie: bool, seed: int = 0, max_pos: int = 256, vocab
         hidden_size=64,
         intermediate_size=96,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
         max_position_embeddings=max_pos,
         rms_norm_eps=1e-6,
         tie_word_embeddings=tie,

@@ -44,33 +44,11 @@ print("RESULT" + json.dumps(out))
 
 def _tiny_checkpoint(arch: str, tie: bool, path: Path) -> Path:
     """A random transformers model with 8 heads and 4 KV heads (so 4 devices split them) and our tiny tokenizer."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    from tests.test_llama import tiny_tokenizer
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from tests.test_llama import save_hf_dir, tiny_hf_model
 
-    torch.manual_seed(0)
-    common = dict(
-        vocab_size=320,
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=8,
-        num_key_value_heads=4,
-        max_position_embeddings=256,
-        rms_norm_eps=1e-6,
-        tie_word_embeddings=tie,
-        initializer_range=0.15,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-    )
-    if arch == "llama":
-        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(rope_theta=50000.0, **common))
-    else:  # Qwen2: biases on q/k/v
-        model = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(rope_theta=1e6, **common))
-    model.eval().save_pretrained(str(path))
-    tiny_tokenizer(path)
-    return path
+    return save_hf_dir(tiny_hf_model(arch, tie, heads=8, kv_heads=4), path)
 
 
 def test_sharded_and_bf16_priors_score_like_the_float32_one(tmp_path):

@@ -56,17 +56,21 @@ WORDS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def tiny_llm(tmp_path_factory) -> LLM:
-    """A random 2-layer model with a small byte-level BPE tokenizer (no torch needed)."""
+CHAT = (
+    "{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
+    "{% if add_generation_prompt %}<s>assistant\n{% endif %}"
+)
+
+
+def make_tiny_llm(d: Path, config: LlamaConfig, words: list[str], chat_template: str | None = None) -> LLM:
+    """A random model of ``config`` with a small byte-level BPE tokenizer trained on ``words`` (no torch needed)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    d: Path = tmp_path_factory.mktemp("tok")
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     tok.train_from_iterator(
-        WORDS * 20,
+        words * 20,
         trainers.BpeTrainer(
             vocab_size=300,
             special_tokens=["<|endoftext|>", "<s>", "</s>"],
@@ -75,18 +79,16 @@ def tiny_llm(tmp_path_factory) -> LLM:
         ),
     )
     tok.save(str(d / "tokenizer.json"))
-    (d / "tokenizer_config.json").write_text(
-        json.dumps(
-            {
-                "bos_token": "<s>",
-                "eos_token": "</s>",
-                "chat_template": "{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
-                "{% if add_generation_prompt %}<s>assistant\n{% endif %}",
-            }
-        )
-    )
+    meta = {"bos_token": "<s>", "eos_token": "</s>", **({"chat_template": chat_template} if chat_template else {})}
+    (d / "tokenizer_config.json").write_text(json.dumps(meta))
     tokenizer = load_tokenizer_dir(d)
-    return LLM("tiny", CFG, init_params(CFG, seed=0, scale=0.2), tokenizer, tokenizer.chat_template)
+    return LLM("tiny", config, init_params(config, seed=0, scale=0.2), tokenizer, tokenizer.chat_template)
+
+
+@pytest.fixture(scope="module")
+def tiny_llm(tmp_path_factory) -> LLM:
+    """A random 2-layer model with a small byte-level BPE tokenizer (no torch needed)."""
+    return make_tiny_llm(tmp_path_factory.mktemp("tok"), CFG, WORDS, CHAT)
 
 
 def rand_tokens(rng, n):

@@ -4,17 +4,13 @@ the fit rule and its errors; the generation cache of candidates(mode="generate")
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from envs.base import TextObservation
-from prior_rl.llm.llama import LlamaConfig, forward_logits, init_params
+from prior_rl.llm.llama import LlamaConfig, forward_logits
 from prior_rl.llm.padding import pad_sequences
-from prior_rl.llm.tokenizer import load_tokenizer_dir
 from prior_rl.llm.weights import LLM
 from prior_rl.prior import ActionPrior
 from prior_rl.prior.segments import SegmentedPrompt, SegmentTokenizer, fit, segment_ids, token_ids
@@ -55,25 +51,9 @@ TOL = 1e-4
 @pytest.fixture(scope="module")
 def tiny_llm(tmp_path_factory) -> LLM:
     """The random 2-layer model of tests/test_prior.py (longer context) with a small byte-level BPE tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tests.test_prior import make_tiny_llm
 
-    d: Path = tmp_path_factory.mktemp("tok")
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(
-        WORDS * 20,
-        trainers.BpeTrainer(
-            vocab_size=300,
-            special_tokens=["<|endoftext|>", "<s>", "</s>"],
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-            show_progress=False,
-        ),
-    )
-    tok.save(str(d / "tokenizer.json"))
-    (d / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<s>", "eos_token": "</s>"}))
-    tokenizer = load_tokenizer_dir(d)
-    return LLM("tiny", CFG, init_params(CFG, seed=0, scale=0.2), tokenizer, None)
+    return make_tiny_llm(tmp_path_factory.mktemp("tok"), CFG, WORDS)
 
 
 def turn(copy: int, t: int) -> str:
