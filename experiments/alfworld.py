@@ -68,8 +68,11 @@ def run(
     synthetic: tuple[float, ...] = (),
     synthetic_seeds: Optional[list[int]] = None,
     store: Optional[ModelStore] = None,
+    prompt: str = "env",
 ) -> list[dict]:
-    """Train and evaluate every method; ``eval_episodes`` None = every game of the split once. ``synthetic``: also
+    """Train and evaluate every method; ``eval_episodes`` None = every game of the split once. ``prompt``: the LLM
+    prior's prompt family ("transcript": 3 expert demonstrations of other training tasks + the episode so far,
+    summed scores; :mod:`prior_rl.prior.transcripts`). ``synthetic``: also
     DQN-Prior and the sampled prior policy with the expert-mixture prior (``prior_rl.prior.synthetic``) at each of these
     p(expert), over ``synthetic_seeds`` (default ``seeds``; these runs make no LLM calls, so they afford more).
     ``store``: the models every run shares (default: a new store for this call)."""
@@ -85,6 +88,7 @@ def run(
         eval_episodes=episodes["train"],
         max_episode_steps=cap,
         max_candidates=64,
+        prompt=prompt,
         learning_starts=20,
         train_every=10,
         updates_per_train=8,
@@ -105,7 +109,14 @@ def run(
                 algo=algo, seed=seed, env_steps=env_steps, eval_every=max(env_steps // evals, 1), llm=llm, **base
             )
             prior = llm if algo != "dqn" else ""
-            row = dict(method=method, prior=prior, seed=seed, env_steps=env_steps if algo != "llm" else 0, cap=cap)
+            row = dict(
+                method=method,
+                prior=prior,
+                seed=seed,
+                env_steps=env_steps if algo != "llm" else 0,
+                cap=cap,
+                prompt=prompt,
+            )
             t0 = time.perf_counter()
             calls0 = cache.misses()
             if algo == "llm":  # the prior as a policy does not learn: it is only evaluated
@@ -321,6 +332,12 @@ def main(argv: list[str] | None = None, store: Optional[ModelStore] = None) -> l
         default=None,
         help="seeds of the synthetic-prior runs (default: --seeds; full mode: 0 1 2)",
     )
+    parser.add_argument(
+        "--prompt",
+        choices=("env", "paper", "transcript"),
+        default="env",
+        help="the LLM prior's prompt (transcript: expert demonstrations of other training tasks + the episode so far)",
+    )
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
     if args.quick:
@@ -353,6 +370,7 @@ def main(argv: list[str] | None = None, store: Optional[ModelStore] = None) -> l
         tuple(args.synthetic) if args.synthetic is not None else synth,
         args.synthetic_seeds if args.synthetic_seeds is not None else synth_seeds,
         store if store is not None else ModelStore(),
+        args.prompt,
     )
     print(
         f"{'method':10s} {'prior':15s} {'seed':>4s} {'split':7s} {'k':>3s} {'success':>8s} {'length':>7s} "
