@@ -326,6 +326,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--algo", default="dqn-prior", help=f"one of {ONLINE_ALGOS_HELP}")
     t.add_argument("--env-steps", type=positive_int, default=2000, help="environment samples (summed over copies)")
     t.add_argument("--num-envs", type=positive_int, default=4)
+    t.add_argument(
+        "--env-workers",
+        type=nonnegative_int,
+        default=0,
+        metavar="W",
+        help="step the env copies in W worker processes (0: in this process); for ALFWorld's engine",
+    )
     t.add_argument("--epsilon", type=probability, default=0.2)
     t.add_argument(
         "--inv-temperature",
@@ -425,6 +432,7 @@ def _run_training(args: argparse.Namespace) -> int:
             algo=args.algo,
             env_steps=args.env_steps,
             num_envs=args.num_envs,
+            env_workers=args.env_workers,
             epsilon=args.epsilon,
             inv_temperature=args.inv_temperature,
             eval_every=args.eval_every,

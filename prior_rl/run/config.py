@@ -163,6 +163,8 @@ class TrainConfig(RunConfig):
 
     algo:              one of ALGOS.
     env_steps:         environment samples (macro steps, summed over the ``num_envs`` copies).
+    env_workers:       step the copies in this many worker processes (0 = in this process); for engines that
+                       cannot be jitted (ALFWorld). The transitions are the same.
     epsilon, inv_temperature: exploration over the candidates (ε-greedy, then argmax or softmax(inv_temp·Q)).
     train_every, updates_per_train: every ``train_every`` env samples, one dispatch of that many updates.
     """
@@ -170,6 +172,7 @@ class TrainConfig(RunConfig):
     algo: str = "dqn-prior"
     env_steps: int = 3000
     num_envs: int = 4
+    env_workers: int = 0
     llm_sample: bool = False
     # value-based
     batch_size: int = 64
@@ -197,6 +200,11 @@ class TrainConfig(RunConfig):
             raise ValueError(f"unknown algo {self.algo!r}; valid algorithms are: {', '.join(ALGOS)}")
         if self.env_steps < 1 or self.num_envs < 1:
             raise ValueError("env_steps and num_envs must be positive")
+        if not 0 <= self.env_workers <= self.num_envs:
+            raise ValueError(
+                f"--env-workers must be between 0 (in this process) and --num-envs ({self.num_envs}), "
+                f"got {self.env_workers}"
+            )
         if self.algo == "llm" and self.devices > 1:
             raise ValueError("the pure-LLM policy has no updates to run data-parallel; drop --devices")
         if self.algo in ("ppo", "ppo-prior") and (self.rollout_steps * self.num_envs) % self.ppo_minibatches:

@@ -24,4 +24,13 @@ def make_env(config: Any, **extra: Any) -> envs.TextEnv:
 
 
 def make_vector_env(config: Any) -> envs.VectorEnv:
+    """The run's ``num_envs`` copies: stepped in this process, or in ``config.env_workers`` worker processes
+    (:class:`envs.workers.WorkerVectorEnv`; the same transitions, the engines stepping at the same time)."""
+    workers = getattr(config, "env_workers", 0)
+    if workers:
+        import functools
+
+        from envs.workers import WorkerVectorEnv
+
+        return WorkerVectorEnv(functools.partial(make_env, config), config.num_envs, min(workers, config.num_envs))
     return envs.VectorEnv(lambda: make_env(config), config.num_envs)
