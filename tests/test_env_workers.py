@@ -72,3 +72,13 @@ def test_a_run_with_env_workers_equals_the_in_process_run():
         for w in (0, 2)
     ]
     assert rows[0] == rows[1]
+
+
+def test_more_workers_than_copies_is_one_clear_error(tmp_path, capsys):
+    from prior_rl import cli
+
+    code = cli.main(
+        ["train", "--num-envs", "2", "--env-workers", "3", "--run-dir", str(tmp_path / "r"), "--no-progress"]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].endswith("--env-workers must be between 0 (in this process) and --num-envs (2), got 3")
