@@ -16,6 +16,28 @@ from prior_rl.run.config import PROMPTS
 TranscriptOptions = tuple[int, str, Optional[int]]  # (demonstrations, selection, max turns or None)
 
 
+def _prompt_fn(prompt: str, transcript: TranscriptOptions, demo_options: tuple[tuple[str, Any], ...]) -> Any:
+    """The prompt function of a prompt family.
+
+    "env": the environment's own prompt (``obs.prompt``; for Overcooked TWOSOME's text ending in "you should
+    first"), each action scored as its continuation; "paper": RL-LLM-Prior's query (task, history, observation, the
+    admissible list, "Action:"); "chat": the paper's query in the model's chat template; "transcript": a header,
+    ``transcript[0]`` expert demonstrations of other training tasks (selection ``transcript[1]``), then this
+    episode's transcript (at most ``transcript[2]`` turns; None = all) and the cue ``"> "``
+    (:class:`prior_rl.prior.transcripts.TranscriptPrompt`; the environment must be wrapped in
+    :class:`envs.history.WithTranscript`); ``demo_options`` go to the demonstrations' environments (never the
+    split)."""
+    from prior_rl.prior import PromptBuilder
+
+    if prompt == "transcript":
+        import envs
+        from prior_rl.prior.transcripts import TranscriptPrompt
+
+        n_demos, selection, max_turns = transcript
+        return TranscriptPrompt(n_demos, selection, max_turns, make_env=envs.make, env_options=dict(demo_options))
+    return {"env": _env_prompt, "paper": PromptBuilder(), "chat": PromptBuilder(chat=True)}[prompt]
+
+
 def _env_prompt(obs: TextObservation) -> str:
     return obs.prompt
 
@@ -79,16 +101,8 @@ class ModelStore:
         llm_dtype: str = "float32",
         llm_shards: int = 1,
     ) -> Any:
-        """The LLM prior with a prompt cache.
-
-        prompt "env": the environment's own prompt (``obs.prompt``; for Overcooked TWOSOME's text ending in "you
-        should first"), each action scored as its continuation; "paper": RL-LLM-Prior's query (task, history,
-        observation, the admissible list, "Action:"); "chat": the paper's query in the model's chat template;
-        "transcript": a header, ``transcript[0]`` expert demonstrations of other training tasks (selection
-        ``transcript[1]``), then this episode's transcript (at most ``transcript[2]`` turns; None = all) and the
-        cue ``"> "`` (:class:`prior_rl.prior.transcripts.TranscriptPrompt`; the environment must be wrapped in
-        :class:`envs.history.WithTranscript`), scored through the preamble / episode KV caches of
-        ``context_cache``. ``env_options`` go to the demonstrations' environments (the split never does).
+        """The LLM prior with a prompt cache. ``prompt``: a family of :func:`_prompt_fn`; transcripts are scored
+        through the preamble / episode KV caches of ``context_cache``.
         generation_cache: in generate mode, a prompt's k generations are drawn once and reused (the reference's
         per-prompt cache); False draws them anew at every visit. llm_dtype, llm_shards: see :meth:`llm`.
         normalize: score an action by its mean token log-prob (TWOSOME's length normalisation) instead of the sum;
@@ -109,22 +123,12 @@ class ModelStore:
         demo_options = tuple((k, v) for k, v in env_options if k != "split") if prompt == "transcript" else ()
 
         def load():
-            from prior_rl.prior import ActionPrior, PriorCache, PromptBuilder
+            from prior_rl.prior import ActionPrior, PriorCache
 
-            if prompt == "transcript":
-                import envs
-                from prior_rl.prior.transcripts import TranscriptPrompt
-
-                n_demos, selection, max_turns = transcript
-                prompt_fn: Any = TranscriptPrompt(
-                    n_demos, selection, max_turns, make_env=envs.make, env_options=dict(demo_options)
-                )
-            else:
-                prompt_fn = {"env": _env_prompt, "paper": PromptBuilder(), "chat": PromptBuilder(chat=True)}[prompt]
             # the cache makes a revisited prompt cost no LLM call; its misses are the LLM calls we report
             return ActionPrior(
                 self.llm(llm, llm_dtype, llm_shards),
-                prompt_fn=prompt_fn,
+                prompt_fn=_prompt_fn(prompt, transcript, demo_options),
                 cache=PriorCache(),
                 normalize=normalize,
                 temperature=temperature,
