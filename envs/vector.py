@@ -57,11 +57,12 @@ class VectorEnv:
         self._actions: list[list[int]] = [[] for _ in range(num_envs)]  # each copy's actions since its last reset
         self.observations: list[TextObservation] = []
 
-    def _episode_seed(self, i: int) -> int | None:
-        # Distinct, reproducible seeds per copy and per episode.
+    def _episode_seed(self, i: int, episode: int | None = None) -> int | None:
+        """Copy i's seed for ``episode`` (default: its current one)."""
+        episode = int(self._episodes[i]) if episode is None else episode
         if self._seed is None:
             return None
-        return int(np.random.SeedSequence([self._seed, i, int(self._episodes[i])]).generate_state(1)[0])
+        return int(np.random.SeedSequence([self._seed, i, episode]).generate_state(1)[0])
 
     def reset(self, seed: int | None = None) -> tuple[list[TextObservation], list[dict[str, Any]]]:
         self._seed = seed
@@ -75,28 +76,42 @@ class VectorEnv:
         if len(actions) != self.num_envs:
             raise ValueError(f"expected {self.num_envs} actions (one per copy), got {len(actions)}")
         n = self.num_envs
+        indices = self._indices(actions)
+        results = self._step_copies(indices)
         rewards = np.zeros(n, np.float32)
         terminated = np.zeros(n, bool)
         truncated = np.zeros(n, bool)
         success = np.zeros(n, bool)
-        finals: list[TextObservation | None] = [None] * n
-        infos: list[dict[str, Any]] = []
-        observations = []
-        for i, (env, action) in enumerate(zip(self.envs, actions)):
-            index = env.action_index(action if isinstance(action, str) else int(action))
-            obs, reward, term, trunc, info = env.step(index)
-            self._actions[i].append(index)
+        observations, finals, infos = [], [], []
+        for i, (obs, reward, term, trunc, info, final) in enumerate(results):
+            self._actions[i].append(indices[i])
             rewards[i], terminated[i], truncated[i], success[i] = reward, term, trunc, info["success"]
             if term or trunc:
-                finals[i] = obs
                 self._episodes[i] += 1
                 self._actions[i] = []
-                obs, _ = env.reset(seed=self._episode_seed(i))
             observations.append(obs)
+            finals.append(final)
             infos.append(info)
         self.observations = observations
         num_actions = np.array([len(o.actions) for o in observations], np.int32)
         return VectorStep(observations, rewards, terminated, truncated, success, num_actions, finals, infos)
+
+    def _indices(self, actions: Sequence[int | str] | np.ndarray) -> list[int]:
+        """Each copy's action as an index (texts resolved, anything else refused by the env)."""
+        return [env.action_index(a if isinstance(a, str) else int(a)) for env, a in zip(self.envs, actions)]
+
+    def _step_copies(self, indices: list[int]) -> list[tuple]:
+        """Step every copy; a finished one is reset with its next episode's seed. Per copy: (observation, reward,
+        terminated, truncated, info, the finished episode's last observation or None)."""
+        results = []
+        for i, (env, index) in enumerate(zip(self.envs, indices)):
+            obs, reward, term, trunc, info = env.step(index)
+            final = None
+            if term or trunc:
+                final = obs
+                obs, _ = env.reset(seed=self._episode_seed(i, int(self._episodes[i]) + 1))
+            results.append((obs, reward, term, trunc, info, final))
+        return results
 
     def snapshot(self) -> dict[str, Any]:
         """What it takes to continue these copies elsewhere (JSON): the seed, each copy's episode count and its

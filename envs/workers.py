@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from envs.base import TextEnv, TextObservation
-from envs.vector import VectorEnv, VectorStep
+from envs.vector import VectorEnv
 
 
 class WorkerError(RuntimeError):
@@ -123,43 +123,21 @@ class WorkerVectorEnv(VectorEnv):
         super().__init__(lambda: None, num_envs)  # type: ignore[arg-type,return-value]
         self.envs = [_RemoteEnv(self._workers[i % workers], i // workers) for i in range(num_envs)]  # type: ignore
 
-    def _next_seed(self, i: int) -> int | None:
-        """The seed of copy i's next episode (what VectorEnv.step resets it with when this one ends)."""
-        self._episodes[i] += 1
-        seed = self._episode_seed(i)
-        self._episodes[i] -= 1
-        return seed
+    def _indices(self, actions: Sequence[int | str] | np.ndarray) -> list[int]:
+        # resolved here from the copies' current observations (no round trip); a bad index fails in the worker
+        return [self.observations[i].actions.index(a) if isinstance(a, str) else int(a) for i, a in enumerate(actions)]
 
-    def step(self, actions: Sequence[int | str] | np.ndarray) -> VectorStep:
-        if len(actions) != self.num_envs:
-            raise ValueError(f"expected {self.num_envs} actions (one per copy), got {len(actions)}")
+    def _step_copies(self, indices: list[int]) -> list[tuple]:
+        """Every worker gets its copies' actions before any result is read, so the engines step at once."""
         n, W = self.num_envs, len(self._workers)
-        indices = [
-            int(a) if not isinstance(a, str) else self.observations[i].actions.index(a) for i, a in enumerate(actions)
-        ]
         for w, worker in enumerate(self._workers):
-            worker.send("steps", [(i // W, indices[i], self._next_seed(i)) for i in range(w, n, W)])
+            steps = [(i // W, indices[i], self._episode_seed(i, int(self._episodes[i]) + 1)) for i in range(w, n, W)]
+            worker.send("steps", steps)
         results: list[Any] = [None] * n
         for w, worker in enumerate(self._workers):
             for i, result in zip(range(w, n, W), worker.receive()):
                 results[i] = result
-        rewards = np.zeros(n, np.float32)
-        terminated = np.zeros(n, bool)
-        truncated = np.zeros(n, bool)
-        success = np.zeros(n, bool)
-        observations, finals, infos = [], [], []
-        for i, (obs, reward, term, trunc, info, final) in enumerate(results):
-            self._actions[i].append(indices[i])
-            rewards[i], terminated[i], truncated[i], success[i] = reward, term, trunc, info["success"]
-            if term or trunc:
-                self._episodes[i] += 1
-                self._actions[i] = []
-            observations.append(obs)
-            finals.append(final)
-            infos.append(info)
-        self.observations = observations
-        num_actions = np.array([len(o.actions) for o in observations], np.int32)
-        return VectorStep(observations, rewards, terminated, truncated, success, num_actions, finals, infos)
+        return results
 
     def close(self) -> None:
         for worker in self._workers:

@@ -419,10 +419,12 @@ class ActionPrior:
         return np.asarray(lp)[: len(p_ids)]
 
     # -- context caches (segmented prompts) ----------------------------------------------------------------
-    def _preamble(self, text: str) -> PreambleEntry:
-        """The preamble's prefilled KV (prefilled now on a miss)."""
+    def _preamble(self, text: str, rows: int) -> PreambleEntry:
+        """The preamble's prefilled KV (prefilled now on a miss) for ``rows`` prompts: every row but a prefill's
+        first counts as a preamble hit."""
         key = (self.model_key, text)
         entry = self.context.preamble(key)
+        self._count("preamble_hits", rows if entry is not None else rows - 1)
         if entry is not None:
             return entry
         ids = self._segtok.preamble(text)
@@ -517,12 +519,7 @@ class ActionPrior:
     def _score_context(self, prompts: list[SegmentedPrompt], c_ids: list[list[list[int]]]) -> list[np.ndarray | None]:
         out: list[np.ndarray | None] = [None] * len(prompts)
         for preamble, idx in self._groups(prompts).items():
-            hits_before = self.counters["preamble_prefills"]
-            entry = self._preamble(preamble)
-            if self.counters["preamble_prefills"] == hits_before:
-                self._count("preamble_hits", len(idx))
-            else:
-                self._count("preamble_hits", len(idx) - 1)
+            entry = self._preamble(preamble, len(idx))
             order = sorted(idx, key=lambda i: (len(prompts[i].turns), len(c_ids[i])))
             # Rows are planned chunk by chunk, so a chunk can reuse turns the previous chunk has just cached.
             start = 0
@@ -644,9 +641,7 @@ class ActionPrior:
         out: list[list[str] | None] = [None] * len(prompts)
         calls = 0
         for preamble, idx in self._groups(prompts).items():
-            before = self.counters["preamble_prefills"]
-            entry = self._preamble(preamble)
-            self._count("preamble_hits", len(idx) - (self.counters["preamble_prefills"] != before))
+            entry = self._preamble(preamble, len(idx))
             # Each row gets its own copy of the context for the k branches: bound rows per call by the tokens.
             longest = max(len(token_ids(prompts[i], self._segtok)) for i in idx) + self.max_new_tokens
             per_call = 1 << max(0, (max(1, self.max_tokens_per_call // longest)).bit_length() - 1)
