@@ -90,7 +90,7 @@ class PromptTable:
                 f"got shape {obs.shape}"
             )
         salt = np.uint32(self.salt)
-        return _lookup(obs, self.sorted_hashes, self.hash_order, self.obs_vectors, self.prompt_of_obs, salt)
+        return lookup(obs, self.sorted_hashes, self.hash_order, self.obs_vectors, self.prompt_of_obs, salt)
 
     def obs_id(self, obs: jax.Array) -> jax.Array:
         """Observation id of each vector in ``obs`` [..., D] (int32 [...]); -1 for a vector not in the table."""
@@ -121,7 +121,7 @@ class PromptTable:
 
 
 @jax.jit
-def _lookup(obs, sorted_hashes, hash_order, obs_vectors, prompt_of_obs, salt) -> tuple[jax.Array, jax.Array]:
+def lookup(obs, sorted_hashes, hash_order, obs_vectors, prompt_of_obs, salt) -> tuple[jax.Array, jax.Array]:
     """(observation id, prompt id) of each vector in ``obs`` [..., D]; -1 where the vector is not in the table. The
     tables are arguments, so tables of equal sizes share one compilation (inside a caller's jit it is inlined)."""
     h = _hash(obs, salt)
@@ -205,10 +205,44 @@ def build_prompt_table(task: int) -> PromptTable:
     )
 
 
+def expert_actions(task: int) -> tuple[np.ndarray, np.ndarray]:
+    """(expert [P] int32, agreement [P] float32) per prompt id of ``task``'s :func:`prompt_table`: the first macro of
+    the fewest-primitive-step plan (:mod:`envs.overcooked.expert`), by majority over the reachable true states that
+    render to the prompt (several do: the 5×5 view aliases), and the fraction of those states whose own expert it
+    is. Prompts seen only after a delivery (ids ≥ ``num_prompts``) have no expert: -1, agreement 1."""
+    from envs.overcooked.core import initial_state, macro_transition, observation_vector, task_spec
+    from envs.overcooked.expert import plan
+
+    table = prompt_table(task)
+    start = initial_state(task).world
+    seen, frontier = {start}, [start]
+    while frontier:  # the core env's reachable non-terminal worlds (the same set as reachable(), another layout)
+        nxt = []
+        for world in frontier:
+            for a in range(task_spec(task).num_actions):
+                result = macro_transition(task, world, a)
+                if not result.success and result.next_world not in seen:
+                    seen.add(result.next_world)
+                    nxt.append(result.next_world)
+        frontier = nxt
+    votes: list[list[int]] = [[] for _ in table.prompts]
+    worlds = sorted(seen)
+    pids = table.checked_prompt_id(np.array([observation_vector(task, w) for w in worlds], np.int32))
+    for world, pid in zip(worlds, pids):
+        votes[pid].append(plan(task, world).actions[0])
+    expert = np.full(len(table.prompts), -1, np.int32)
+    agreement = np.ones(len(table.prompts), np.float32)
+    for pid, v in enumerate(votes):
+        if v:
+            counts = np.bincount(v)
+            expert[pid], agreement[pid] = int(counts.argmax()), counts.max() / len(v)
+    return expert, agreement
+
+
 @cache
 def prompt_table(task: int) -> PromptTable:
     """The (cached) :class:`PromptTable` of Overcooked ``task`` (0, 3 or 6)."""
     return build_prompt_table(task)
 
 
-__all__ = ["PromptTable", "build_prompt_table", "hash_vectors", "prompt_table", "reachable"]
+__all__ = ["PromptTable", "build_prompt_table", "expert_actions", "hash_vectors", "lookup", "prompt_table", "reachable"]

@@ -72,14 +72,30 @@ class MLP(nn.Module):
 
 
 class QNetwork(nn.Module):
-    """Q(s, a) = MLP(φ(s, a)).  feat: [..., D] -> q: [...]  (e.g. [B, k, D] -> [B, k])."""
+    """Q(s, a) = MLP(φ(s, a)).  feat: [..., D] -> q: [...]  (e.g. [B, k, D] -> [B, k]).
+
+    ``num_rows`` > 0 makes φ(s, a) the one-hot of a row id (the tabular control of the feature study): ``feat`` is
+    then [..., 1] holding the id as a float (exact below 2^24) and the first layer looks up row ``id`` of a
+    [num_rows, hidden[0]] kernel and adds a bias — the same function, initialisation and gradients as a Dense layer
+    on the one-hot vector, without materialising it.
+    """
 
     hidden: Sequence[int] = (64, 64)
     init_scheme: str = "torch"
+    num_rows: int = 0
 
     @nn.compact
     def __call__(self, feat: Array) -> Array:
-        return MLP(self.hidden, 1, self.init_scheme, name="mlp")(feat)[..., 0]
+        if not self.num_rows:
+            return MLP(self.hidden, 1, self.init_scheme, name="mlp")(feat)[..., 0]
+        if self.init_scheme == "torch":
+            k_init = b_init = _uniform_fan_in(self.num_rows)  # nn.Linear on a num_rows-wide one-hot
+        else:
+            k_init, b_init = nn.initializers.lecun_normal(), nn.initializers.zeros
+        kernel = self.param("one_hot_kernel", k_init, (self.num_rows, self.hidden[0]))
+        bias = self.param("one_hot_bias", b_init, (self.hidden[0],))
+        x = nn.relu(kernel[feat[..., 0].astype(jnp.int32)] + bias)
+        return MLP(self.hidden[1:], 1, self.init_scheme, name="mlp")(x)[..., 0]
 
 
 class PolicyValueNetwork(nn.Module):

@@ -272,6 +272,52 @@ def test_update_with_feature_table_equals_materialized_batches():
         np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
 
 
+def test_one_hot_rows_network_equals_dense_on_the_one_hot_table():
+    """QConfig(num_rows=N) with [N, 1] row-id features is the dense agent on eye(N): same init, Q and updates."""
+    rng = np.random.default_rng(5)
+    N, U, B, k = 12, 3, 8, 4
+    rows = lambda *s: jnp.asarray(rng.integers(0, N, s), jnp.int32)
+    indexed = IndexedTransition(
+        rows(U, B),
+        rows(U, B, k),
+        jnp.ones((U, B, k), bool),
+        jnp.asarray(rng.normal(size=(U, B)), jnp.float32),
+        jnp.ones((U, B)),
+        rows(U, B, k),
+        jnp.asarray(rng.random((U, B, k)) < 0.7).at[..., 0].set(T),
+    )
+    dense = agents.make_dqn_prior()
+    one_hot = agents.make_dqn_prior(num_rows=N)
+    ids = jnp.arange(N, dtype=jnp.float32)[:, None]
+    s_dense = dense.init(jax.random.key(0), N)
+    s_hot = one_hot.init(jax.random.key(0), 1)
+    # the same draws: the one-hot kernel is the dense kernel (fan_in N), row by row
+    p_dense, p_hot = s_dense.params["params"], s_hot.params["params"]
+    np.testing.assert_array_equal(p_hot["one_hot_kernel"].shape, p_dense["mlp"]["dense_0"]["kernel"].shape)
+    copy = {"one_hot_kernel": p_dense["mlp"]["dense_0"]["kernel"], "one_hot_bias": p_dense["mlp"]["dense_0"]["bias"]}
+    copy["mlp"] = {f"dense_{i}": p_dense["mlp"][f"dense_{i + 1}"] for i in range(2)}
+    s_hot = s_hot._replace(
+        params={"params": copy},
+        target_params={"params": copy},
+        opt_state=one_hot.init(jax.random.key(0), 1).opt_state,
+    )
+    s_hot = s_hot._replace(opt_state=jax.tree.map(jnp.zeros_like, s_hot.opt_state))
+    s_dense = s_dense._replace(opt_state=jax.tree.map(jnp.zeros_like, s_dense.opt_state))
+    eye = jnp.eye(N, dtype=jnp.float32)
+    np.testing.assert_allclose(
+        one_hot.network.apply(s_hot.params, ids), dense.network.apply(s_dense.params, eye), rtol=1e-6, atol=1e-7
+    )
+    a, ma = one_hot.update(s_hot, indexed, ids)
+    b, mb = dense.update(s_dense, indexed, eye)
+    np.testing.assert_allclose(ma["td_loss"], mb["td_loss"], rtol=1e-5)
+    np.testing.assert_allclose(
+        one_hot.network.apply(a.params, ids), dense.network.apply(b.params, eye), rtol=1e-5, atol=1e-6
+    )
+    cand = rows(5, k)
+    slot = one_hot.act(a, jax.random.key(1), ids[cand], jnp.ones((5, k), bool))
+    np.testing.assert_array_equal(slot, dense.act(b, jax.random.key(1), eye[cand], jnp.ones((5, k), bool)))
+
+
 def test_cql_loss_composition_matches_losses_module():
     agent = agents.make_cql_prior()
     state = agent.init(jax.random.key(0), 8)

@@ -72,6 +72,8 @@ class QConfig:
     reference_broadcast_bug: reproduce the reference's [B, B] target (docs/method.md §3.8); off = the paper's target.
     epsilon:                 0.2, ε of ε-greedy exploration (for the train loop's ``act`` calls).
     inv_temperature:         Boltzmann inverse temperature (the code's ``--alpha`` = 10); None = greedy after ε.
+    num_rows:                0 = features are vectors; N > 0 = one-hot features of N rows, passed as [..., 1] row
+                             ids (:class:`prior_rl.networks.QNetwork`; the table is then ``[N, 1]``).
     """
 
     hidden: tuple[int, ...] = (64, 64)
@@ -91,6 +93,7 @@ class QConfig:
     reference_broadcast_bug: bool = False
     epsilon: float = 0.2
     inv_temperature: Optional[float] = None
+    num_rows: int = 0
 
     def __post_init__(self):
         if self.target_update not in ("soft", "hard"):
@@ -175,7 +178,8 @@ def make_q_agent(config: QConfig = QConfig()) -> Agent:
     update(state, batches: Transition with leaves [U, B, ...]) -> (state, metrics[U])
     update(state, batches: IndexedTransition [U, B, ...], table [N, D]) -> same, gathering rows per step
     """
-    net = QNetwork(hidden=tuple(config.hidden), init_scheme=config.init_scheme)
+    net = QNetwork(hidden=tuple(config.hidden), init_scheme=config.init_scheme, num_rows=config.num_rows)
+    feat_dim_of = (lambda params: 1) if config.num_rows else (lambda params: first_layer_inputs(params, "mlp"))
     tx = make_optimizer(config.learning_rate, config.weight_decay, config.max_grad_norm)
 
     def init(key: Array, feat_dim: int) -> QState:
@@ -185,7 +189,7 @@ def make_q_agent(config: QConfig = QConfig()) -> Agent:
 
     @jax.jit
     def _act(params, key, cand_feat, cand_mask, epsilon, inv_temperature):
-        check_action_set("act", cand_feat, cand_mask, first_layer_inputs(params, "mlp"))
+        check_action_set("act", cand_feat, cand_mask, feat_dim_of(params))
         q = net.apply(params, cand_feat)
         return select_action(key, q, cand_mask, epsilon, inv_temperature)
 

@@ -31,6 +31,7 @@ from envs import jax_overcooked as jo
 from envs import jax_prompts
 from prior_rl import replay
 from prior_rl.agents import QConfig, make_dqn, make_dqn_prior
+from prior_rl.prior import synthetic
 from prior_rl.run.config import DEFAULT_EPISODE_STEPS
 
 JAX_ENVS = {
@@ -41,10 +42,27 @@ JAX_ENVS = {
 CACHE_DIR = Path(os.path.expanduser("~/.cache/prior_rl/tables"))
 
 
+FEATURES = ("text", "onehot")
+DISCOUNTS = ("macro", "smdp")
+EVAL_MODES = ("greedy", "epsilon", "boltzmann")
+
+
 @dataclasses.dataclass(frozen=True)
 class JitConfig:
     """Defaults mirror :class:`prior_rl.run.config.TrainConfig`; ``eval_every`` must divide ``env_steps`` and be a
-    multiple of ``num_envs``. Metrics come at env steps 0, eval_every, ..., env_steps."""
+    multiple of ``num_envs``. Metrics come at env steps 0, eval_every, ..., env_steps.
+
+    algo:      'dqn-prior' (k prior samples), 'dqn' (every admissible action) or 'llm' (act from the prior, no
+               learning: greedy = its argmax, boltzmann = a sample from it).
+    llm:       the prior's model ('smollm2', a path, ...) or ``expert-mix:P`` — the synthetic prior of
+               :mod:`prior_rl.prior.synthetic` (p(expert) = P plus a uniform share), with the expert of each
+               prompt from :func:`envs.jax_prompts.expert_actions`.
+    features:  'text' (the encoder on the paper's feature strings) or 'onehot' (the oracle control: one row per
+               (prompt, action), :class:`prior_rl.networks.QNetwork` ``num_rows``).
+    discount:  'macro' (γ per macro step, the paper) or 'smdp' (γ^τ, τ the primitive steps inside the macro).
+    Every evaluation runs ``eval_episodes`` episodes per mode of :data:`EVAL_MODES`: greedy over the candidates,
+    ε-greedy with ``eval_epsilon`` and Boltzmann with ``eval_inv_temperature``.
+    """
 
     env: str = "overcooked-tomato-salad"
     algo: str = "dqn-prior"
@@ -71,13 +89,21 @@ class JitConfig:
     prompt: str = "env"
     length_normalize: bool = True
     feature_style: str = "paper"
+    features: str = "text"
+    discount: str = "macro"
+    eval_epsilon: float = 0.05
+    eval_inv_temperature: float = 10.0
 
     def __post_init__(self):
         task_of(self.env)
-        if self.algo not in ("dqn-prior", "dqn"):
-            raise ValueError(f"jitted loop: algo must be 'dqn-prior' or 'dqn', got {self.algo!r}")
+        if self.algo not in ("dqn-prior", "dqn", "llm"):
+            raise ValueError(f"jitted loop: algo must be 'dqn-prior', 'dqn' or 'llm', got {self.algo!r}")
+        if self.features not in FEATURES or self.discount not in DISCOUNTS:
+            raise ValueError(f"jitted loop: features must be one of {FEATURES} and discount one of {DISCOUNTS}")
         if self.env_steps % self.eval_every or self.eval_every % self.num_envs:
             raise ValueError("jitted loop: eval_every must divide env_steps and be a multiple of num_envs")
+        if self.llm.startswith(synthetic.PREFIX):
+            synthetic.parse_spec(self.llm)
 
     @property
     def episode_steps(self) -> int:
@@ -92,8 +118,8 @@ def task_of(env: str) -> int:
 
 
 class Tables(NamedTuple):
-    """logp [P, A] (−inf beyond the admissible count), mask [P, A] bool, feat [P, A, D] float32, plus the prompt-id
-    lookup arrays of :class:`envs.jax_prompts.PromptTable`."""
+    """logp [P, A] (−inf beyond the admissible count), mask [P, A] bool, feat [P, A, D] float32 (D = 1 for one-hot
+    features: the row id), plus the prompt-id lookup arrays of :class:`envs.jax_prompts.PromptTable`."""
 
     logp: Any
     mask: Any
@@ -104,84 +130,140 @@ class Tables(NamedTuple):
     prompt_of_obs: Any
     salt: Any
 
+    @property
+    def num_rows(self) -> int:
+        """Rows of the one-hot feature table (P·A) when ``feat`` holds row ids, else 0."""
+        return int(np.prod(self.mask.shape)) if self.feat.shape[-1] == 1 else 0
 
-def _cache_path(config: JitConfig) -> Path:
-    key = f"{config.env}|{config.llm}|{config.prompt}|{config.length_normalize}|{config.encoder}|{config.feature_style}"
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return CACHE_DIR / f"{config.env}-{config.llm}-{config.prompt}-{config.encoder}-{digest}.npz"
+
+def _cached(name: str, key: str, compute, cache: bool) -> dict[str, np.ndarray]:
+    """``compute()``'s arrays, read from / written to ``CACHE_DIR/name-<sha of key>.npz`` when ``cache`` (atomic
+    write: a temporary file renamed into place)."""
+    path = CACHE_DIR / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+    if cache and path.exists():
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    arrays = compute()
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    return arrays
 
 
-def _compute_tables(config: JitConfig, store: Any) -> dict[str, np.ndarray]:
-    from prior_rl.bridge.features import candidate_texts
+def experts(env: str, cache: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(expert [P] int32, agreement [P]) of :func:`envs.jax_prompts.expert_actions`, cached on disk."""
+    compute = lambda: dict(zip(("expert", "agreement"), jax_prompts.expert_actions(task_of(env))))
+    z = _cached(f"{env}-expert", env, compute, cache)
+    return z["expert"], z["agreement"]
+
+
+def _llm_prior(config: JitConfig, store: Any) -> dict[str, np.ndarray]:
     from prior_rl.run.models import ModelStore
 
-    store = store or ModelStore()
     table = jax_prompts.prompt_table(task_of(config.env))
     obs = [table.text_observation(pid) for pid in range(len(table.prompts))]
     num_actions = jo.make_overcooked(table.task).num_actions
-    prior = store.prior(config.llm, 1.0, config.prompt, config.length_normalize)
+    prior = (store or ModelStore()).prior(config.llm, 1.0, config.prompt, config.length_normalize)
     logp = np.full((len(obs), num_actions), -np.inf, np.float32)
     mask = np.zeros((len(obs), num_actions), bool)
     for pid, row in enumerate(prior.logprobs(obs)):
         logp[pid, : len(row)], mask[pid, : len(row)] = row, True
-    encoder = store.encoder(config.encoder)
+    return {"logp": logp, "mask": mask}
+
+
+def admissible_mask(env: str) -> np.ndarray:
+    """[P, A] bool: the admissible macros of every prompt id."""
+    table = jax_prompts.prompt_table(task_of(env))
+    num_actions = jo.make_overcooked(table.task).num_actions
+    return np.arange(num_actions) < np.array([len(a) for a in table.actions])[:, None]
+
+
+def expert_mix_logp(mask: np.ndarray, expert: np.ndarray, p_expert: float) -> np.ndarray:
+    """[P, A] log p(a|s) = log(p_expert·[a = expert(s)] + (1 − p_expert)/|A(s)|) over the admissible set (uniform
+    where a prompt has no expert), −inf elsewhere: the synthetic prior of :mod:`prior_rl.prior.synthetic`."""
+    n = mask.sum(1, keepdims=True)
+    has = expert >= 0
+    onehot = (np.arange(mask.shape[1]) == expert[:, None]) & has[:, None]
+    p = np.where(has[:, None], p_expert * onehot + (1.0 - p_expert) / n, 1.0 / n)
+    return np.where(mask, np.log(np.maximum(p, 1e-30)), -np.inf).astype(np.float32)
+
+
+def mean_p_expert(env: str, logp: np.ndarray) -> float:
+    """Mean over the non-terminal prompts of the prior's probability of the expert macro."""
+    expert, _ = experts(env)
+    n = jax_prompts.prompt_table(task_of(env)).num_prompts
+    rows = np.arange(n)
+    return float(np.exp(np.asarray(logp)[rows, np.maximum(expert[:n], 0)]).mean())
+
+
+def _prior_table(config: JitConfig, store: Any, cache: bool) -> tuple[np.ndarray, np.ndarray]:
+    mask = admissible_mask(config.env)
+    p_expert = synthetic.parse_spec(config.llm)
+    if p_expert is not None:
+        return expert_mix_logp(mask, experts(config.env, cache)[0], p_expert), mask
+    key = f"{config.env}|{config.llm}|{config.prompt}|{config.length_normalize}"
+    z = _cached(f"{config.env}-prior-{Path(config.llm).name}", key, lambda: _llm_prior(config, store), cache)
+    return z["logp"], z["mask"]
+
+
+def _text_features(config: JitConfig, store: Any, mask: np.ndarray) -> dict[str, np.ndarray]:
+    from prior_rl.bridge.features import candidate_texts
+    from prior_rl.run.models import ModelStore
+
+    table = jax_prompts.prompt_table(task_of(config.env))
+    obs = [table.text_observation(pid) for pid in range(len(table.prompts))]
     texts = [candidate_texts(o, None, config.feature_style) for o in obs]
-    flat = encoder.encode([t for ts in texts for t in ts])
-    feat = np.zeros((len(obs), num_actions, flat.shape[1]), np.float32)
+    flat = (store or ModelStore()).encoder(config.encoder).encode([t for ts in texts for t in ts])
+    feat = np.zeros(mask.shape + (flat.shape[1],), np.float32)
     feat[mask] = flat  # row-major order of the True entries = prompt by prompt, action by action
-    return {"logp": logp, "mask": mask, "feat": feat}
+    return {"feat": feat}
+
+
+def _feature_table(config: JitConfig, store: Any, mask: np.ndarray, cache: bool) -> np.ndarray:
+    if config.features == "onehot":
+        return np.arange(mask.size, dtype=np.float32).reshape(mask.shape + (1,))
+    key = f"{config.env}|{config.encoder}|{config.feature_style}"
+    name = f"{config.env}-features-{Path(config.encoder).name}"
+    return _cached(name, key, lambda: _text_features(config, store, mask), cache)["feat"]
 
 
 def build_tables(config: JitConfig, store: Any = None, cache: bool = True) -> Tables:
-    """The :class:`Tables` of ``config`` (env, llm, prompt, encoder, feature style), read from / written to the
-    npz cache when ``cache`` (atomic write: a temporary file renamed into place)."""
-    path = _cache_path(config)
-    if cache and path.exists():
-        with np.load(path) as z:
-            arrays = {k: z[k] for k in ("logp", "mask", "feat")}
-    else:
-        arrays = _compute_tables(config, store)
-        if cache:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
+    """The :class:`Tables` of ``config``: the prior's log-probs (env, llm, prompt, scoring) and the Q-features
+    (encoder and feature style, or one-hot), each read from / written to its npz cache under :data:`CACHE_DIR`
+    when ``cache``."""
+    logp, mask = _prior_table(config, store, cache)
+    feat = _feature_table(config, store, mask, cache)
     t = jax_prompts.prompt_table(task_of(config.env))
-    return Tables(
-        arrays["logp"],
-        arrays["mask"],
-        arrays["feat"],
-        t.sorted_hashes,
-        t.hash_order,
-        t.obs_vectors,
-        t.prompt_of_obs,
-        np.uint32(t.salt),
-    )
+    return Tables(logp, mask, feat, t.sorted_hashes, t.hash_order, t.obs_vectors, t.prompt_of_obs, np.uint32(t.salt))
 
 
-def make_agent(config: JitConfig) -> Any:
-    """The DQN-Prior or DQN agent, configured as :func:`prior_rl.run.value_loop.make_q_agent` does."""
+def make_agent(config: JitConfig, num_rows: int = 0) -> Any:
+    """The DQN-Prior or DQN agent, configured as :func:`prior_rl.run.value_loop.make_q_agent` does (``num_rows``:
+    one-hot features over that many rows, :attr:`Tables.num_rows`)."""
     q = QConfig(
         batch_size=config.batch_size,
         learning_rate=config.learning_rate,
         gamma=config.gamma,
         tau=config.tau,
         epsilon=config.epsilon,
+        num_rows=num_rows,
     )
-    return (make_dqn_prior if config.algo == "dqn-prior" else make_dqn)(q)
+    return (make_dqn if config.algo == "dqn" else make_dqn_prior)(q)
 
 
 def prompt_ids(tables: Tables, obs: jax.Array) -> jax.Array:
     """Prompt id of each observation vector (jit/vmap-able)."""
     t = tables
-    return jax_prompts._lookup(obs, t.sorted_hashes, t.hash_order, t.obs_vectors, t.prompt_of_obs, t.salt)[1]
+    return jax_prompts.lookup(obs, t.sorted_hashes, t.hash_order, t.obs_vectors, t.prompt_of_obs, t.salt)[1]
 
 
 def candidates(config: JitConfig, tables: Tables, key: jax.Array, pid: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(actions [N, K] int32, mask [N, K] bool) at prompt ids ``pid`` [N]: k prior samples (DQN-Prior) or every
     admissible action padded to ``max_candidates`` (DQN)."""
-    if config.algo == "dqn-prior":
+    if config.algo != "dqn":
         logits = jnp.asarray(tables.logp)[pid]  # [N, A]
         acts = jax.random.categorical(key, logits[:, None, :], axis=-1, shape=(pid.shape[0], config.k))
         return acts.astype(jnp.int32), jnp.ones(acts.shape, bool)
@@ -215,6 +297,7 @@ class Carry(NamedTuple):
     cand: jax.Array  # [N, K] candidate actions to act on
     cand_mask: jax.Array
     env_steps: jax.Array
+    visited: jax.Array  # [P] bool: prompts seen in training (what the cached Python loop would score)
     key: jax.Array
 
 
@@ -236,25 +319,36 @@ def _env_fns(config: JitConfig):
     return env, step, reset_where, start, start_obs
 
 
-def _greedy(agent, config, tables, table, params_state, key, obs):
-    pid = prompt_ids(tables, obs)
-    k_cand, k_act = jax.random.split(key)
-    acts, mask = candidates(config, tables, k_cand, pid)
-    slot = agent.act(params_state, k_act, table[rows(tables, pid, acts)], mask)
-    return jnp.take_along_axis(acts, slot[:, None], 1)[:, 0]
+def _policy(agent, config: JitConfig, tables: Tables, table, mode: str):
+    """``act(agent_state, key, obs [N, obs_dim]) -> action [N]`` of evaluation ``mode`` (:data:`EVAL_MODES`)."""
+    epsilon = config.eval_epsilon if mode == "epsilon" else 0.0
+
+    def act(agent_state, key, obs):
+        pid = prompt_ids(tables, obs)
+        k_cand, k_act, k_eps = jax.random.split(key, 3)
+        if config.algo == "llm":  # the prior alone: its argmax (greedy, ε-greedy) or a sample (boltzmann)
+            logits = jnp.asarray(tables.logp)[pid]
+            best = jax.random.categorical(k_act, logits) if mode == "boltzmann" else jnp.argmax(logits, -1)
+            uniform = jax.random.categorical(k_cand, jnp.where(jnp.asarray(tables.mask)[pid], 0.0, -jnp.inf))
+            return jnp.where(jax.random.uniform(k_eps, pid.shape) < epsilon, uniform, best)
+        acts, mask = candidates(config, tables, k_cand, pid)
+        inv_temp = config.eval_inv_temperature if mode == "boltzmann" else None
+        slot = agent.act(agent_state, k_act, table[rows(tables, pid, acts)], mask, epsilon, inv_temp)
+        return jnp.take_along_axis(acts, slot[:, None], 1)[:, 0]
+
+    return act
 
 
-def _evaluate(agent, config, tables, agent_state, key) -> tuple[jax.Array, jax.Array]:
-    """(success rate, mean return) of ``eval_episodes`` greedy episodes run side by side."""
+def _evaluate(act, config: JitConfig, agent_state, key) -> tuple[jax.Array, jax.Array]:
+    """(success rate, mean return) of ``eval_episodes`` episodes of policy ``act`` run side by side."""
     _, step, _, start, _ = _env_fns(config)
-    n, table = config.eval_episodes, flat_features(tables)
+    n = config.eval_episodes
     state = jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + x.shape), start)
     obs = jax.vmap(jo.observation)(state)
 
     def body(c, key):
         state, obs, ret, success, live = c
-        action = _greedy(agent, config, tables, table, agent_state, key, obs)
-        state, obs, reward, done, info = step(state, action)
+        state, obs, reward, done, info = step(state, act(agent_state, key, obs))
         ret = ret + jnp.where(live, reward, 0.0)
         success = success | (live & info["success"])
         return (state, obs, ret, success, live & ~(done | info["truncated"])), None
@@ -262,6 +356,23 @@ def _evaluate(agent, config, tables, agent_state, key) -> tuple[jax.Array, jax.A
     init = (state, obs, jnp.zeros(n), jnp.zeros(n, bool), jnp.ones(n, bool))
     (_, _, ret, success, _), _ = jax.lax.scan(body, init, jax.random.split(key, config.episode_steps))
     return success.mean(), ret.mean()
+
+
+def _evaluate_all(agent, config: JitConfig, tables: Tables, table, agent_state, key) -> dict[str, jax.Array]:
+    out = {}
+    for mode, k in zip(EVAL_MODES, jax.random.split(key, len(EVAL_MODES))):
+        success, ret = _evaluate(_policy(agent, config, tables, table, mode), config, agent_state, k)
+        out[f"eval_success_{mode}"], out[f"eval_return_{mode}"] = success, ret
+    return out
+
+
+def _discount(config: JitConfig, done: jax.Array, info: dict) -> jax.Array:
+    """The stored discount (the agent multiplies it by γ): 1 − done per macro step, or γ^(τ−1)·(1 − done)."""
+    live = 1.0 - done.astype(jnp.float32)
+    if config.discount == "macro":
+        return live
+    tau = jnp.maximum(info["primitive_steps"], 1).astype(jnp.float32)
+    return live * config.gamma ** (tau - 1.0)
 
 
 def _env_step(agent, config, tables, table, c: Carry, _) -> tuple[Carry, None]:
@@ -280,7 +391,7 @@ def _env_step(agent, config, tables, table, c: Carry, _) -> tuple[Carry, None]:
         cand_rows,
         c.cand_mask,
         reward,
-        1.0 - done.astype(jnp.float32),
+        _discount(config, done, info),
         rows(tables, next_pid, target),
         target_mask,
     )
@@ -298,14 +409,15 @@ def _env_step(agent, config, tables, table, c: Carry, _) -> tuple[Carry, None]:
         lambda s: s,
         c.agent,
     )
-    return Carry(agent_state, buffer, env_state, obs, cand, cand_mask, env_steps, key), None
+    visited = c.visited.at[pid].set(True)
+    return Carry(agent_state, buffer, env_state, obs, cand, cand_mask, env_steps, visited, key), None
 
 
 def _init(agent, config: JitConfig, tables: Tables, key: jax.Array) -> Carry:
     _, _, _, start, start_obs = _env_fns(config)
     k_init, k_cand, key = jax.random.split(key, 3)
     agent_state = agent.init(k_init, tables.feat.shape[-1])
-    k = config.k if config.algo == "dqn-prior" else config.max_candidates
+    k = config.max_candidates if config.algo == "dqn" else config.k
     z, m = np.zeros(k, np.int32), np.zeros(k, bool)
     example = replay.IndexedTransition(np.int32(0), z, m, np.float32(0), np.float32(0), z, m)
     buffer = replay.init(example, config.buffer_capacity)
@@ -313,37 +425,71 @@ def _init(agent, config: JitConfig, tables: Tables, key: jax.Array) -> Carry:
     env_state = jax.tree.map(lambda x: jnp.broadcast_to(jnp.asarray(x), (n,) + x.shape), start)
     obs = jnp.broadcast_to(jnp.asarray(start_obs), (n,) + start_obs.shape)
     cand, cand_mask = candidates(config, tables, k_cand, prompt_ids(tables, obs))
-    return Carry(agent_state, buffer, env_state, obs, cand, cand_mask, jnp.zeros((), jnp.int32), key)
+    visited = jnp.zeros(tables.mask.shape[0], bool)
+    return Carry(agent_state, buffer, env_state, obs, cand, cand_mask, jnp.zeros((), jnp.int32), visited, key)
 
 
 def make_train(config: JitConfig, tables: Optional[Tables] = None, store: Any = None):
-    """``train(key) -> {"eval_success", "eval_return", "env_steps"}`` (each [env_steps // eval_every + 1]): the
-    whole online run as one pure function (``jax.jit(jax.vmap(train))(keys)`` runs many seeds)."""
+    """``train(key, logp=None) -> metrics``: the whole online run as one pure function (``jax.jit(jax.vmap(train))``
+    runs many seeds; a second vmap over ``logp`` [H, P, A] sweeps priors in the same program).
+
+    Metrics, each [env_steps // eval_every + 1] (at env steps 0, eval_every, ..., env_steps): ``eval_success_<mode>``
+    and ``eval_return_<mode>`` for each of :data:`EVAL_MODES` (``eval_success``/``eval_return`` = greedy),
+    ``env_steps``, ``distinct_prompts`` (prompts visited in training so far). ``algo='llm'`` learns nothing: the
+    same evaluation at every point."""
     tables = tables if tables is not None else build_tables(config, store)
     tables = Tables(*(jnp.asarray(x) for x in tables))
-    agent = make_agent(config)
+    agent = make_agent(config, tables.num_rows)
     table = flat_features(tables)
     steps_per_eval = config.eval_every // config.num_envs
-    env_step = lambda c, x: _env_step(agent, config, tables, table, c, x)
+    learn = config.algo != "llm"
 
-    def chunk(c: Carry, _):
+    def chunk(t: Tables, c: Carry, _):
         key, k_eval = jax.random.split(c.key)
-        success, ret = _evaluate(agent, config, tables, c.agent, k_eval)
-        c, _ = jax.lax.scan(env_step, c._replace(key=key), None, steps_per_eval)
-        return c, (success, ret, c.env_steps - config.eval_every)
+        metrics = _evaluate_all(agent, config, t, table, c.agent, k_eval)
+        if learn:
+            env_step = lambda c, x: _env_step(agent, config, t, table, c, x)
+            c, _ = jax.lax.scan(env_step, c._replace(key=key), None, steps_per_eval)
+        else:
+            c = c._replace(key=key, env_steps=c.env_steps + config.eval_every)
+        return c, dict(metrics, env_steps=c.env_steps - config.eval_every, distinct_prompts=c.visited.sum())
 
-    def train(key: jax.Array) -> dict[str, jax.Array]:
-        c = _init(agent, config, tables, key)
-        c, (success, ret, steps) = jax.lax.scan(chunk, c, None, config.env_steps // config.eval_every)
-        final_success, final_ret = _evaluate(agent, config, tables, c.agent, c.key)
-        cat = lambda a, b: jnp.concatenate([a, b[None]])
-        return {
-            "eval_success": cat(success, final_success),
-            "eval_return": cat(ret, final_ret),
-            "env_steps": cat(steps, c.env_steps),
-        }
+    def train(key: jax.Array, logp: Optional[jax.Array] = None) -> dict[str, jax.Array]:
+        t = tables if logp is None else tables._replace(logp=logp)
+        c = _init(agent, config, t, key)
+        c, metrics = jax.lax.scan(lambda c, x: chunk(t, c, x), c, None, config.env_steps // config.eval_every)
+        last = dict(_evaluate_all(agent, config, t, table, c.agent, c.key), env_steps=c.env_steps)
+        last["distinct_prompts"] = c.visited.sum()
+        out = {name: jnp.concatenate([metrics[name], last[name][None]]) for name in metrics}
+        out["eval_success"], out["eval_return"] = out["eval_success_greedy"], out["eval_return_greedy"]
+        return out
 
     return train
 
 
-__all__ = ["JAX_ENVS", "JitConfig", "Tables", "build_tables", "make_train", "replay_update", "task_of"]
+def updates_per_run(config: JitConfig) -> int:
+    """Gradient steps one seed takes in ``train`` (the dispatch rule of ``_env_step``)."""
+    if config.algo == "llm":
+        return 0
+    steps = np.arange(1, config.env_steps // config.num_envs + 1) * config.num_envs
+    due = (steps >= config.learning_starts) & (steps % config.train_every < config.num_envs)
+    return int(due.sum()) * config.updates_per_train
+
+
+__all__ = [
+    "DISCOUNTS",
+    "EVAL_MODES",
+    "FEATURES",
+    "JAX_ENVS",
+    "JitConfig",
+    "Tables",
+    "admissible_mask",
+    "build_tables",
+    "expert_mix_logp",
+    "experts",
+    "make_train",
+    "mean_p_expert",
+    "replay_update",
+    "task_of",
+    "updates_per_run",
+]
