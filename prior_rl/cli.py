@@ -4,6 +4,7 @@
     prior-rl train ... --run-dir runs/x --checkpoint-every 200 [--resume]
     prior-rl dataset --env overcooked-tomato-lettuce-salad --size 4000 --out data/salad.jsonl.gz
     prior-rl offline --algo cql-prior --dataset data/salad.jsonl.gz
+    prior-rl sweep --env overcooked-tomato-lettuce-salad --algo dqn-prior --seeds 64 --env-steps 20000
 
 ``--dataset path/to/raw_lettuce_data_bala752000.pkl`` trains on the paper's own file instead (fetch it yourself
 from the reference repository, yanxue7/RL-LLM-Prior, ``value-based/overcooked_data/``); it is read as plain data,
@@ -319,7 +320,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"{PROG} {version()}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,offline,dataset}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,offline,sweep,dataset}")
 
     t = sub.add_parser("train", help="online training (DQN-Prior, DQN, PPO-Prior, PPO, pure LLM)")
     _common(t)
@@ -357,6 +358,28 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--updates", type=positive_int, default=10_000)
     o.add_argument("--eval-every", type=positive_int, default=500)
     o.add_argument("--cql-beta", type=nonnegative_float, default=5.0)
+
+    w = sub.add_parser(
+        "sweep",
+        help="many seeds of the compiled DQN-Prior/DQN/LLM loop on the JAX Overcooked in one program",
+        description="One jax.jit(jax.vmap(train)) over seeds (and over synthetic priors with --p-expert): per-seed "
+        "curves (curves.csv), IQM with 95%% stratified bootstrap intervals (summary.json) and a plot (iqm.png).",
+    )
+    w.add_argument("--env", type=env_name, default="overcooked-tomato-salad", help="an Overcooked task")
+    w.add_argument("--algo", default="dqn-prior", help="dqn-prior, dqn or llm")
+    w.add_argument("--seeds", type=positive_int, default=16, help="seeds 0..N-1 (keys fold_in(key(--seed), i))")
+    w.add_argument("--seed", type=nonnegative_int, default=0, help="base seed")
+    w.add_argument("--env-steps", type=positive_int, default=3000)
+    w.add_argument("--eval-every", type=positive_int, default=500)
+    w.add_argument("--eval-episodes", type=positive_int, default=10)
+    w.add_argument("--llm", default="smollm2", help="the prior: smollm2, a local model, or expert-mix:P")
+    w.add_argument("--prompt", choices=("env", "paper", "chat"), default="env")
+    w.add_argument("--encoder", default="minilm")
+    w.add_argument("--k", type=positive_int, default=5)
+    w.add_argument("--features", choices=("text", "onehot"), default="text", help="Q features (onehot: oracle)")
+    w.add_argument("--discount", choices=("macro", "smdp"), default="macro", help="γ per macro, or γ^τ (semi-MDP)")
+    w.add_argument("--p-expert", type=probability, nargs="+", default=None, metavar="P", help="sweep expert-mix:P")
+    w.add_argument("--out", default=None, help="output directory (default runs/sweep-<env>-<algo>)")
 
     d = sub.add_parser("dataset", help="generate an offline dataset (expert + ε-random mix)")
     d.add_argument("--env", type=env_name, default="overcooked-tomato-lettuce-salad")
@@ -463,6 +486,49 @@ def _run_training(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_sweep(args: argparse.Namespace) -> int:
+    out = Path(args.out or Path("runs") / f"sweep-{args.env}-{args.algo}")
+    _check_writable_dir(out, "--out", out)
+    from prior_rl.run import jitted, sweep
+
+    config = jitted.JitConfig(
+        env=args.env,
+        algo=args.algo,
+        env_steps=args.env_steps,
+        eval_every=args.eval_every,
+        eval_episodes=args.eval_episodes,
+        llm=args.llm,
+        prompt=args.prompt,
+        encoder=args.encoder,
+        k=args.k,
+        features=args.features,
+        discount=args.discount,
+    )
+    print(f"{PROG}: {_backend_line(1)}", file=sys.stderr)
+    result = sweep.run_sweep(config, args.seeds, args.p_expert, base_seed=args.seed)
+    summary = sweep.write_sweep(result, out)
+    keep = ("setting", "eval", "final_iqm", "final_iqm_lo", "final_iqm_hi", "to_0.9_median", "to_0.9_reached")
+    rows = [{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items() if k in keep} for r in summary["rows"]]
+    timing = {k: round(summary[k], 2) for k in ("table_s", "compile_s", "run_s", "samples_per_s")}
+    print(json.dumps({"out": str(out), **timing, "rows": rows}, indent=2))
+    return 0
+
+
+def enable_compilation_cache() -> Optional[str]:
+    """Turn on JAX's persistent compilation cache for this process (``$PRIOR_RL_COMPILATION_CACHE``, default
+    ``~/.cache/prior_rl/jax``; ``off`` disables it), so a second run of the same configuration loads its compiled
+    programs instead of compiling them again. Returns the directory, or None when off."""
+    where = os.environ.get("PRIOR_RL_COMPILATION_CACHE", "~/.cache/prior_rl/jax")
+    if where.lower() in ("off", "0", "none", ""):
+        return None
+    import jax
+
+    path = os.path.expanduser(where)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    return path
+
+
 def _start_distributed(args: argparse.Namespace) -> None:
     """``--coordinator`` / ``--num-processes`` / ``--process-id``: check them, join the other processes
     (``prior_rl.distributed``), and stop there when there are several: the loops do not run across processes yet."""
@@ -531,6 +597,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             return exc.code if isinstance(exc.code, int) else 0
         if args.command == "dataset":
             return _run_dataset(args)
+        enable_compilation_cache()
+        if args.command == "sweep":
+            return _run_sweep(args)
         return _run_training(args)
     except (UsageError, ValueError, OSError) as exc:  # OSError includes FileNotFoundError / PermissionError
         print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)

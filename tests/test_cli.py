@@ -27,6 +27,9 @@ def nothing_runs(monkeypatch, tmp_path):
     monkeypatch.setattr(prior_rl.train, "train", must_not_run)
     monkeypatch.setattr(prior_rl.offline, "train_offline", must_not_run)
     monkeypatch.setattr(datasets, "generate", must_not_run)
+    import prior_rl.run.sweep
+
+    monkeypatch.setattr(prior_rl.run.sweep, "run_sweep", must_not_run)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -101,8 +104,22 @@ BAD_DATASET = [
     (["--size", "10", "--out", "{file}/x.jsonl"], "is a file, not a directory"),
 ]
 
+BAD_SWEEP = [
+    (["--env", "alfworld-pick"], "no pure-JAX implementation of 'alfworld-pick'; the jitted loop supports: overcooked"),
+    (["--env", "frozen-lake"], "the jitted loop supports: overcooked-tomato-salad"),
+    (["--algo", "ppo"], "algo must be 'dqn-prior', 'dqn' or 'llm'"),
+    (["--seeds", "0"], "--seeds: must be a positive integer"),
+    (["--env-steps", "1000", "--eval-every", "300"], "eval_every must divide env_steps"),
+    (["--p-expert", "1.5"], "--p-expert: must be a fraction"),
+    (["--prompt", "transcript"], "invalid choice"),
+    (["--features", "bag"], "invalid choice"),
+    (["--llm", "expert-mix:2"], "the expert probability must be a number in [0, 1]"),
+    (["--out", "{file}"], "is a file, not a directory"),
+]
+
 CASES = (
     [("train", a, m) for a, m in BAD_TRAIN]
+    + [("sweep", a, m) for a, m in BAD_SWEEP]
     + [("offline", a, m) for a, m in BAD_OFFLINE]
     + [("dataset", a, m) for a, m in BAD_DATASET]
 )
@@ -118,7 +135,7 @@ def test_bad_input_is_one_error_line_and_status_2(nothing_runs, capsys, command,
         "missing": str(nothing_runs / "missing.jsonl.gz"),
     }
     argv = [command, *(a.format(**places) for a in args)]
-    if command != "dataset":
+    if command in ("train", "offline"):
         argv.append("--no-progress")
     _assert_one_error_line(cli.main(argv), capsys, fragment)
     assert sorted(p.name for p in nothing_runs.iterdir()) == ["a_dir", "a_file.csv"]  # nothing written

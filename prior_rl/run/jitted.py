@@ -102,6 +102,11 @@ class JitConfig:
             raise ValueError(f"jitted loop: features must be one of {FEATURES} and discount one of {DISCOUNTS}")
         if self.env_steps % self.eval_every or self.eval_every % self.num_envs:
             raise ValueError("jitted loop: eval_every must divide env_steps and be a multiple of num_envs")
+        if self.prompt not in ("env", "paper", "chat"):
+            raise ValueError(
+                f"jitted loop: --prompt {self.prompt} is not a function of the observation alone (transcript prompts "
+                "need the episode); use env, paper or chat, or the Python loop (prior-rl train)"
+            )
         if self.llm.startswith(synthetic.PREFIX):
             synthetic.parse_spec(self.llm)
 
@@ -307,8 +312,10 @@ def _epsilon(config: JitConfig, env_steps: jax.Array) -> jax.Array:
 
 
 def _env_fns(config: JitConfig):
+    """(env, step, reset_where, start, start_obs), built once per :func:`make_train`: ``step`` is jitted so that
+    its (long) trace is made once per batch size and reused by every evaluation mode and the training step."""
     env = jo.make_overcooked(task_of(config.env), max_steps=config.episode_steps)
-    step = jax.vmap(lambda s, a: env.step(None, s, a))
+    step = jax.jit(jax.vmap(lambda s, a: env.step(None, s, a)))
     start, start_obs = env.reset(None)
 
     def reset_where(done, state, obs):
@@ -339,9 +346,9 @@ def _policy(agent, config: JitConfig, tables: Tables, table, mode: str):
     return act
 
 
-def _evaluate(act, config: JitConfig, agent_state, key) -> tuple[jax.Array, jax.Array]:
+def _evaluate(act, config: JitConfig, fns, agent_state, key) -> tuple[jax.Array, jax.Array]:
     """(success rate, mean return) of ``eval_episodes`` episodes of policy ``act`` run side by side."""
-    _, step, _, start, _ = _env_fns(config)
+    _, step, _, start, _ = fns
     n = config.eval_episodes
     state = jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + x.shape), start)
     obs = jax.vmap(jo.observation)(state)
@@ -358,10 +365,10 @@ def _evaluate(act, config: JitConfig, agent_state, key) -> tuple[jax.Array, jax.
     return success.mean(), ret.mean()
 
 
-def _evaluate_all(agent, config: JitConfig, tables: Tables, table, agent_state, key) -> dict[str, jax.Array]:
+def _evaluate_all(agent, config: JitConfig, fns, tables: Tables, table, agent_state, key) -> dict[str, jax.Array]:
     out = {}
     for mode, k in zip(EVAL_MODES, jax.random.split(key, len(EVAL_MODES))):
-        success, ret = _evaluate(_policy(agent, config, tables, table, mode), config, agent_state, k)
+        success, ret = _evaluate(_policy(agent, config, tables, table, mode), config, fns, agent_state, k)
         out[f"eval_success_{mode}"], out[f"eval_return_{mode}"] = success, ret
     return out
 
@@ -375,9 +382,9 @@ def _discount(config: JitConfig, done: jax.Array, info: dict) -> jax.Array:
     return live * config.gamma ** (tau - 1.0)
 
 
-def _env_step(agent, config, tables, table, c: Carry, _) -> tuple[Carry, None]:
+def _env_step(agent, config, fns, tables, table, c: Carry, _) -> tuple[Carry, None]:
     """Act ε-greedily, step every copy, store the transitions, maybe update (one Python-loop iteration)."""
-    _, step, reset_where, _, _ = _env_fns(config)
+    _, step, reset_where, _, _ = fns
     key, k_act, k_next, k_fresh, k_upd = jax.random.split(c.key, 5)
     pid = prompt_ids(tables, c.obs)
     cand_rows = rows(tables, pid, c.cand)
@@ -413,8 +420,8 @@ def _env_step(agent, config, tables, table, c: Carry, _) -> tuple[Carry, None]:
     return Carry(agent_state, buffer, env_state, obs, cand, cand_mask, env_steps, visited, key), None
 
 
-def _init(agent, config: JitConfig, tables: Tables, key: jax.Array) -> Carry:
-    _, _, _, start, start_obs = _env_fns(config)
+def _init(agent, config: JitConfig, fns, tables: Tables, key: jax.Array) -> Carry:
+    _, _, _, start, start_obs = fns
     k_init, k_cand, key = jax.random.split(key, 3)
     agent_state = agent.init(k_init, tables.feat.shape[-1])
     k = config.max_candidates if config.algo == "dqn" else config.k
@@ -443,12 +450,13 @@ def make_train(config: JitConfig, tables: Optional[Tables] = None, store: Any = 
     table = flat_features(tables)
     steps_per_eval = config.eval_every // config.num_envs
     learn = config.algo != "llm"
+    fns = _env_fns(config)
 
     def chunk(t: Tables, c: Carry, _):
         key, k_eval = jax.random.split(c.key)
-        metrics = _evaluate_all(agent, config, t, table, c.agent, k_eval)
+        metrics = _evaluate_all(agent, config, fns, t, table, c.agent, k_eval)
         if learn:
-            env_step = lambda c, x: _env_step(agent, config, t, table, c, x)
+            env_step = lambda c, x: _env_step(agent, config, fns, t, table, c, x)
             c, _ = jax.lax.scan(env_step, c._replace(key=key), None, steps_per_eval)
         else:
             c = c._replace(key=key, env_steps=c.env_steps + config.eval_every)
@@ -456,9 +464,9 @@ def make_train(config: JitConfig, tables: Optional[Tables] = None, store: Any = 
 
     def train(key: jax.Array, logp: Optional[jax.Array] = None) -> dict[str, jax.Array]:
         t = tables if logp is None else tables._replace(logp=logp)
-        c = _init(agent, config, t, key)
+        c = _init(agent, config, fns, t, key)
         c, metrics = jax.lax.scan(lambda c, x: chunk(t, c, x), c, None, config.env_steps // config.eval_every)
-        last = dict(_evaluate_all(agent, config, t, table, c.agent, c.key), env_steps=c.env_steps)
+        last = dict(_evaluate_all(agent, config, fns, t, table, c.agent, c.key), env_steps=c.env_steps)
         last["distinct_prompts"] = c.visited.sum()
         out = {name: jnp.concatenate([metrics[name], last[name][None]]) for name in metrics}
         out["eval_success"], out["eval_return"] = out["eval_success_greedy"], out["eval_return_greedy"]
