@@ -86,8 +86,9 @@ def run_sweep(
 
 
 def summarize(result: SweepResult, reps: int = 2000) -> list[dict[str, Any]]:
-    """One row per (setting, evaluation mode): the final success's IQM and mean with 95% stratified bootstrap
-    intervals, and the samples to reach :data:`THRESHOLD` success (median, interval, fraction of seeds)."""
+    """One row per (setting, evaluation mode): the final success's IQM and mean, and the IQM of each seed's mean
+    success over the evaluation points (``auc``: sample efficiency), with 95% stratified bootstrap intervals; the
+    samples to reach :data:`THRESHOLD` success (median, interval, fraction of seeds)."""
     rows = []
     for h, setting in enumerate(result.settings):
         for mode in jitted.EVAL_MODES:
@@ -95,6 +96,8 @@ def summarize(result: SweepResult, reps: int = 2000) -> list[dict[str, Any]]:
             final = curves[:, -1]
             lo, hi = stats.bootstrap_ci(final, stats.iqm, reps)
             m_lo, m_hi = stats.bootstrap_ci(final, lambda x: float(x.mean()), reps)
+            auc = curves.mean(1)  # mean success over the evaluation points: sample efficiency
+            a_lo, a_hi = stats.bootstrap_ci(auc, stats.iqm, reps)
             reach = stats.reach_summary(stats.samples_to_reach(curves, result.steps, THRESHOLD), result.steps[-1], reps)
             rows.append(
                 {
@@ -108,6 +111,9 @@ def summarize(result: SweepResult, reps: int = 2000) -> list[dict[str, Any]]:
                     "final_mean": float(final.mean()),
                     "final_mean_lo": m_lo,
                     "final_mean_hi": m_hi,
+                    "auc_iqm": stats.iqm(auc),
+                    "auc_iqm_lo": a_lo,
+                    "auc_iqm_hi": a_hi,
                     **{f"to_{THRESHOLD:g}_{k}": v for k, v in reach.items()},
                     "distinct_prompts": float(result.curves["distinct_prompts"][h][:, -1].mean()),
                 }

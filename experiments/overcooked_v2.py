@@ -1,0 +1,245 @@
+"""Experiments v2, online Overcooked, on the compiled loop (``prior_rl.run.jitted``): the paper's claim with many
+seeds and the controls a reviewer asks for.
+
+    python -m experiments.overcooked_v2 [--quick] [--seeds 32] [--only UNIT ...]
+
+Units (each one compiled program over all seeds; a unit whose ``summary.json`` exists is skipped, so a stopped run
+resumes where it was):
+
+* ``<task>-<algo>-<features>[-smdp]``: DQN-Prior, DQN and the LLM policy on Tomato Salad (10,000 samples) and
+  Tomato-Lettuce Salad (20,000), with the paper's MiniLM features (``text``) and the oracle one-hot (prompt,
+  action) features (``onehot``), and γ per macro step vs γ^τ (``smdp``);
+* ``prior-quality``: DQN-Prior on Tomato-Lettuce with synthetic expert-mix priors p(expert) ∈ {0.1 … 0.9} (one
+  program, a vmap axis over priors), where the real SmolLM2 prior is placed by its measured p(expert).
+
+Every evaluation runs greedy, ε-greedy (ε = 0.05) and Boltzmann (inverse temperature 10) episodes; the summary
+gives, per unit and mode, the IQM of the final success and of the mean success over the curve with 95% stratified
+bootstrap intervals, and the samples to reach 0.9. Writes ``summary.csv``, per-unit ``curves.csv``/``summary.json``,
+``curves.png``, ``profiles.png`` and ``prior_quality.png`` into ``experiments/results/overcooked_v2``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any, NamedTuple, Optional
+
+import numpy as np
+
+from experiments.common import log, parser, results_dir, write_csv
+from prior_rl.run import jitted, stats, sweep
+
+TS, TL = "overcooked-tomato-salad", "overcooked-tomato-lettuce-salad"
+SHORT = {TS: "tomato", TL: "lettuce"}
+P_EXPERTS = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
+
+
+class Unit(NamedTuple):
+    name: str
+    config: jitted.JitConfig
+    p_experts: Optional[tuple[float, ...]] = None
+
+
+def units(quick: bool) -> list[Unit]:
+    """The runs of the study; ``quick``: three tiny Tomato Salad units that exercise every code path."""
+    if quick:
+        base = jitted.JitConfig(env=TS, env_steps=200, eval_every=100, eval_episodes=2, learning_starts=40)
+        return [
+            Unit("tomato-dqn-prior-text", base),
+            Unit("tomato-llm-text", dataclasses.replace(base, algo="llm")),
+            Unit("prior-quality", dataclasses.replace(base, features="onehot", discount="smdp"), (0.1, 0.9)),
+        ]
+    out = []
+    for env, steps in ((TS, 10_000), (TL, 20_000)):
+        base = jitted.JitConfig(env=env, env_steps=steps, eval_every=500)
+        for algo in ("dqn-prior", "dqn", "llm"):
+            out.append(Unit(f"{SHORT[env]}-{algo}-text", dataclasses.replace(base, algo=algo)))
+        for algo in ("dqn-prior", "dqn"):
+            out.append(Unit(f"{SHORT[env]}-{algo}-onehot", dataclasses.replace(base, algo=algo, features="onehot")))
+            out.append(Unit(f"{SHORT[env]}-{algo}-text-smdp", dataclasses.replace(base, algo=algo, discount="smdp")))
+    out.append(Unit("prior-quality", jitted.JitConfig(env=TL, env_steps=20_000, eval_every=500), P_EXPERTS))
+    return out
+
+
+def run_unit(unit: Unit, seeds: int, folder: Path) -> dict[str, Any]:
+    """Run (or, when its summary exists, reload) one unit; returns its summary."""
+    done = folder / "summary.json"
+    if done.exists():
+        log(f"{unit.name}: done before, skipped")
+        return json.loads(done.read_text())
+    t = time.perf_counter()
+    result = sweep.run_sweep(unit.config, seeds, unit.p_experts)
+    summary = sweep.write_sweep(result, folder, plot=False)  # summary.json last: it marks the unit done
+    log(
+        f"{unit.name}: {seeds} seeds in {time.perf_counter() - t:.0f}s (tables {result.table_s:.0f}s, compile "
+        f"{result.compile_s:.0f}s, run {result.run_s:.0f}s, {summary['samples_per_s']:.0f} samples/s)"
+    )
+    return summary
+
+
+def summary_rows(summaries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for name, s in summaries.items():
+        c = s["config"]
+        wall = s["table_s"] + s["compile_s"] + s["run_s"]
+        for r in s["rows"]:
+            rows.append(
+                {
+                    "unit": name,
+                    "env": c["env"],
+                    "algo": c["algo"],
+                    "features": c["features"],
+                    "discount": c["discount"],
+                    "env_steps": c["env_steps"],
+                    "wall_s": round(wall, 1),
+                    **r,
+                }
+            )
+
+    return rows
+
+
+def _curves(folder: Path) -> tuple[np.ndarray, dict[str, dict[str, np.ndarray]]]:
+    """(steps [E], {setting: {metric: [S, E]}}) from a unit's curves.csv."""
+    with open(folder / "curves.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    steps = np.array(sorted({int(r["env_steps"]) for r in rows}))
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for setting in dict.fromkeys(r["setting"] for r in rows):
+        mine = [r for r in rows if r["setting"] == setting]
+        seeds = sorted({int(r["seed"]) for r in mine})
+        metrics = [k for k in mine[0] if k.startswith("eval_success_")]
+        grid = {m: np.zeros((len(seeds), len(steps))) for m in metrics}
+        for r in mine:
+            for m in metrics:
+                grid[m][seeds.index(int(r["seed"])), list(steps).index(int(r["env_steps"]))] = float(r[m])
+        out[setting] = grid
+    return steps, out
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_curves(out: Path, names: list[str], mode: str = "greedy") -> None:
+    """One panel per task: IQM success vs samples with 95% bootstrap bands for every text/one-hot unit."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    envs = [e for e in SHORT.values() if any(n.startswith(e + "-") for n in names)]
+    fig, axes = plt.subplots(1, len(envs), figsize=(4.6 * len(envs), 3.2), squeeze=False)
+    for ax, env in zip(axes[0], envs):
+        for name in [n for n in names if n.startswith(env + "-")]:
+            steps, grid = _curves(out / name)
+            curves = next(iter(grid.values()))[f"eval_success_{mode}"]
+            mid = [stats.iqm(curves[:, e]) for e in range(len(steps))]
+            band = np.array([stats.bootstrap_ci(curves[:, e], stats.iqm, 300) for e in range(len(steps))])
+            ax.plot(steps, mid, label=name[len(env) + 1 :], lw=1.2)
+            ax.fill_between(steps, band[:, 0], band[:, 1], alpha=0.15)
+        ax.set(title=f"{env} ({mode} evaluation)", xlabel="environment samples", ylabel="success, IQM")
+        ax.set_ylim(-0.02, 1.02)
+        ax.legend(fontsize=6)
+    _save(fig, out / "curves.png")
+
+
+def plot_profiles(out: Path, names: list[str], mode: str = "greedy") -> None:
+    """Performance profiles of the final success (fraction of seeds above τ), one panel per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    taus = np.linspace(0, 1, 21)
+    envs = [e for e in SHORT.values() if any(n.startswith(e + "-") for n in names)]
+    fig, axes = plt.subplots(1, len(envs), figsize=(4.6 * len(envs), 3.0), squeeze=False)
+    for ax, env in zip(axes[0], envs):
+        for name in [n for n in names if n.startswith(env + "-")]:
+            _, grid = _curves(out / name)
+            final = next(iter(grid.values()))[f"eval_success_{mode}"][:, -1]
+            frac, lo, hi = stats.performance_profile(final, taus, 300)
+            ax.step(taus, frac, where="post", label=name[len(env) + 1 :], lw=1.2)
+            ax.fill_between(taus, lo, hi, step="post", alpha=0.12)
+        ax.set(title=f"{env}: final success ({mode})", xlabel="τ", ylabel="fraction of seeds > τ")
+        ax.legend(fontsize=6)
+    _save(fig, out / "profiles.png")
+
+
+def plot_prior_quality(out: Path, rows: list[dict[str, Any]], real: list[dict[str, Any]]) -> None:
+    """Final-success IQM and the fraction of seeds reaching 0.9 vs p(expert), the real prior marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.6, 3.2))
+    for mode, marker in (("greedy", "o"), ("boltzmann", "s")):
+        mine = sorted((r for r in rows if r["eval"] == mode), key=lambda r: r["p_expert"])
+        p = [r["p_expert"] for r in mine]
+        ax.errorbar(
+            p,
+            [r["final_iqm"] for r in mine],
+            yerr=_err(mine, "final_iqm"),
+            marker=marker,
+            ms=3,
+            capsize=2,
+            lw=1,
+            label=f"synthetic, {mode}",
+        )
+        for r in (r for r in real if r["eval"] == mode):
+            ax.errorbar(
+                [r["p_expert"]],
+                [r["final_iqm"]],
+                yerr=_err([r], "final_iqm"),
+                marker="*",
+                ms=9,
+                capsize=2,
+                color="k" if mode == "greedy" else "gray",
+                label=f"SmolLM2, {mode}",
+            )
+    ax.set(xlabel="mean p(expert) over the prompts", ylabel="final success, IQM", ylim=(-0.02, 1.02))
+    ax.set_title("DQN-Prior on Tomato-Lettuce vs prior quality", fontsize=9)
+    ax.legend(fontsize=6)
+    _save(fig, out / "prior_quality.png")
+
+
+def _err(rows: list[dict[str, Any]], key: str) -> np.ndarray:
+    return np.array([[r[key] - r[f"{key}_lo"] for r in rows], [r[f"{key}_hi"] - r[key] for r in rows]])
+
+
+def main(argv: Optional[list[str]] = None, store: Any = None) -> Path:
+    del store  # the compiled loop reads its tables from the on-disk cache (built with their own models)
+    from prior_rl.cli import enable_compilation_cache
+
+    enable_compilation_cache()
+    p = parser(__doc__, "overcooked_v2")
+    p.add_argument("--only", nargs="*", default=None, help="run only these units (names as in the docstring)")
+    args = p.parse_args(argv)
+    out = results_dir("overcooked_v2", args.out)
+    seeds = args.seeds or (2 if args.quick else 32)
+    todo = [u for u in units(args.quick) if args.only is None or u.name in args.only]
+    summaries = {u.name: run_unit(u, seeds, out / u.name) for u in todo}
+    rows = summary_rows(summaries)
+    write_csv(out / "summary.csv", rows)
+    learners = [n for n in summaries if n != "prior-quality"]
+    if learners:
+        plot_curves(out, learners)
+        plot_profiles(out, learners)
+    if "prior-quality" in summaries:
+        real_env = summaries["prior-quality"]["config"]["env"]
+        real = [r for r in rows if r["env"] == real_env and r["algo"] == "dqn-prior" and r["unit"].endswith("-text")]
+        plot_prior_quality(out, [r for r in rows if r["unit"] == "prior-quality"], real)
+    log(f"wrote {out}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
