@@ -7,8 +7,9 @@ Units (each one compiled program over all seeds; a unit whose ``summary.json`` e
 resumes where it was):
 
 * ``<task>-<algo>-<features>[-smdp]``: DQN-Prior, DQN and the LLM policy on Tomato Salad (10,000 samples) and
-  Tomato-Lettuce Salad (20,000), with the paper's MiniLM features (``text``) and the oracle one-hot (prompt,
-  action) features (``onehot``), and γ per macro step vs γ^τ (``smdp``);
+  Tomato-Lettuce Salad (20,000), with the paper's MiniLM features (``text``), state and action encoded apart
+  (``text-split``) and the oracle one-hot (prompt, action) features (``onehot``), and γ per macro step vs γ^τ
+  (``smdp``);
 * ``prior-quality``: DQN-Prior on Tomato-Lettuce with synthetic expert-mix priors p(expert) ∈ {0.1 … 0.9} (one
   program, a vmap axis over priors), where the real SmolLM2 prior is placed by its measured p(expert).
 
@@ -60,6 +61,8 @@ def units(quick: bool) -> list[Unit]:
         for algo in ("dqn-prior", "dqn"):
             out.append(Unit(f"{SHORT[env]}-{algo}-onehot", dataclasses.replace(base, algo=algo, features="onehot")))
             out.append(Unit(f"{SHORT[env]}-{algo}-text-smdp", dataclasses.replace(base, algo=algo, discount="smdp")))
+            split = dataclasses.replace(base, algo=algo, features="text-split")
+            out.append(Unit(f"{SHORT[env]}-{algo}-text-split", split))
     out.append(Unit("prior-quality", jitted.JitConfig(env=TL, env_steps=20_000, eval_every=500), P_EXPERTS))
     return out
 

@@ -376,7 +376,12 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--prompt", choices=("env", "paper", "chat"), default="env")
     w.add_argument("--encoder", default="minilm")
     w.add_argument("--k", type=positive_int, default=5)
-    w.add_argument("--features", choices=("text", "onehot"), default="text", help="Q features (onehot: oracle)")
+    w.add_argument(
+        "--features",
+        choices=("text", "text-split", "onehot"),
+        default="text",
+        help="Q features: the paper's strings, state and action encoded apart (text-split), or the one-hot oracle",
+    )
     w.add_argument("--discount", choices=("macro", "smdp"), default="macro", help="γ per macro, or γ^τ (semi-MDP)")
     w.add_argument("--p-expert", type=probability, nargs="+", default=None, metavar="P", help="sweep expert-mix:P")
     w.add_argument("--out", default=None, help="output directory (default runs/sweep-<env>-<algo>)")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import frozen_lake, offline_cql, overcooked_online, prior_ablations
+from experiments import frozen_lake, offline_cql, overcooked_online, overcooked_v2, prior_ablations
 from prior_rl.run import ModelStore, TrainConfig
 from tests.shared_data import reference_dir
 
@@ -45,6 +45,23 @@ def _png(path: Path) -> None:
 def _unit(rows, col):
     vals = [float(r[col]) for r in rows if r[col] != ""]
     assert vals and all(0.0 <= v <= 1.0 for v in vals), (col, vals[:5])
+
+
+def test_overcooked_v2_quick_and_resume(tmp_path, capsys):
+    out = overcooked_v2.main(["--quick", "--out", str(tmp_path)])
+    rows = _rows(tmp_path / "summary.csv")
+    assert {r["unit"] for r in rows} == {u.name for u in overcooked_v2.units(True)}
+    assert {r["eval"] for r in rows} == {"greedy", "epsilon", "boltzmann"}
+    _unit(rows, "final_iqm")
+    for r in rows:
+        assert float(r["final_iqm_lo"]) <= float(r["final_iqm"]) <= float(r["final_iqm_hi"])
+    assert {r["setting"] for r in rows if r["unit"] == "prior-quality"} == {"expert-mix:0.1", "expert-mix:0.9"}
+    for name in ("curves.png", "profiles.png", "prior_quality.png"):
+        _png(out / name)
+    # a second run finds every unit done and only redraws
+    capsys.readouterr()
+    overcooked_v2.main(["--quick", "--out", str(tmp_path)])
+    assert capsys.readouterr().out.count("done before, skipped") == len(overcooked_v2.units(True))
 
 
 def test_overcooked_online_quick(tmp_path, models):

@@ -124,6 +124,49 @@ def test_expert_of_each_tomato_salad_prompt_is_the_plan_of_its_states():
     assert np.mean(hits) > 0.9
 
 
+def test_defaults_mirror_the_python_loop():
+    from prior_rl.agents import QConfig
+    from prior_rl.run import TrainConfig
+
+    jit, py, q = jitted.JitConfig(), TrainConfig(progress=False), QConfig()
+    schedule = (
+        "num_envs",
+        "buffer_capacity",
+        "learning_starts",
+        "train_every",
+        "updates_per_train",
+        "epsilon",
+        "epsilon_final",
+        "epsilon_decay_steps",
+        "k",
+        "eval_every",
+        "eval_episodes",
+        "llm",
+        "encoder",
+    )
+    assert {f: getattr(jit, f) for f in schedule} == {f: getattr(py, f) for f in schedule}
+    agent = ("batch_size", "learning_rate", "gamma", "tau")
+    assert {f: getattr(jit, f) for f in agent} == {f: getattr(q, f) for f in agent}
+
+
+@pytest.mark.slow
+def test_reaches_what_the_python_loop_reaches_on_tomato_salad_16_seeds(tables):
+    """Same configuration, 16 seeds each: the final greedy success's IQMs agree within their 95% intervals."""
+    from prior_rl.run import ModelStore, TrainConfig, stats, sweep, train
+
+    config = jitted.JitConfig(env_steps=3000, eval_every=1000)
+    compiled = sweep.run_sweep(config, 16).curves["eval_success"][0][:, -1]
+    store, python = ModelStore(), []
+    for seed in range(16):
+        tc = TrainConfig(env=config.env, env_steps=3000, eval_every=1000, seed=seed, progress=False, plot=False)
+        rows = [r for r in train(tc, store=store).history if "eval_success" in r]
+        python.append(rows[-1]["eval_success"])
+    a, b = stats.bootstrap_ci(compiled), stats.bootstrap_ci(np.array(python))
+    report = f"compiled IQM {stats.iqm(compiled):.2f} {a}, python IQM {stats.iqm(np.array(python)):.2f} {b}"
+    assert a[0] <= stats.iqm(np.array(python)) <= a[1] or b[0] <= stats.iqm(compiled) <= b[1], report
+    assert a[0] <= b[1] and b[0] <= a[1], report
+
+
 @pytest.mark.parametrize("env", ["alfworld-pick", "frozen-lake"])
 def test_env_without_jax_implementation(env):
     with pytest.raises(ValueError, match="overcooked-tomato-salad, overcooked-tomato-lettuce-salad"):

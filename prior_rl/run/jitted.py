@@ -9,9 +9,11 @@ log-probs, the admissible masks and the Q-features of every (prompt, action) pai
     metrics = jax.jit(jax.vmap(train))(keys)           # {"eval_success", "eval_return", "env_steps"}: [S, num_evals]
 
 Differences from :func:`prior_rl.run.value_loop.train_value_based`: candidates are drawn on device from the exact
-prior (``jax.random.categorical`` on the log-prob rows, temperature 1 as the default prior), the evaluation episodes
-run inside the program on the same env (greedy over candidates), and the replay stores int32 rows into the flattened
-feature table ``feat [P·A, D]`` (row = prompt id · A + action).
+prior (``jax.random.categorical`` on the log-prob rows, temperature 1 as the default prior), the evaluation
+episodes run inside the program on the same env (greedy, ε-greedy and Boltzmann over the candidates), and the
+replay stores int32 rows into the flattened feature table ``feat [P·A, D]`` (row = prompt id · A + action). The
+controls (one-hot features, semi-MDP
+discounting, synthetic priors, evaluation modes) and the statistics are described in ``docs/jitted.md``.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ JAX_ENVS = {
 CACHE_DIR = Path(os.path.expanduser("~/.cache/prior_rl/tables"))
 
 
-FEATURES = ("text", "onehot")
+FEATURES = ("text", "text-split", "onehot")
 DISCOUNTS = ("macro", "smdp")
 EVAL_MODES = ("greedy", "epsilon", "boltzmann")
 
@@ -57,8 +59,10 @@ class JitConfig:
     llm:       the prior's model ('smollm2', a path, ...) or ``expert-mix:P`` — the synthetic prior of
                :mod:`prior_rl.prior.synthetic` (p(expert) = P plus a uniform share), with the expert of each
                prompt from :func:`envs.jax_prompts.expert_actions`.
-    features:  'text' (the encoder on the paper's feature strings) or 'onehot' (the oracle control: one row per
-               (prompt, action), :class:`prior_rl.networks.QNetwork` ``num_rows``).
+    features:  'text' (the encoder on the paper's feature strings), 'text-split' (the state and the action encoded
+               apart and concatenated, [D_state + D_action]: the action is not drowned by a long state in one
+               mean-pooled vector) or 'onehot' (the oracle control: one row per (prompt, action),
+               :class:`prior_rl.networks.QNetwork` ``num_rows``).
     discount:  'macro' (γ per macro step, the paper) or 'smdp' (γ^τ, τ the primitive steps inside the macro).
     Every evaluation runs ``eval_episodes`` episodes per mode of :data:`EVAL_MODES`: greedy over the candidates,
     ε-greedy with ``eval_epsilon`` and Boltzmann with ``eval_inv_temperature``.
@@ -220,8 +224,14 @@ def _text_features(config: JitConfig, store: Any, mask: np.ndarray) -> dict[str,
 
     table = jax_prompts.prompt_table(task_of(config.env))
     obs = [table.text_observation(pid) for pid in range(len(table.prompts))]
-    texts = [candidate_texts(o, None, config.feature_style) for o in obs]
-    flat = (store or ModelStore()).encoder(config.encoder).encode([t for ts in texts for t in ts])
+    encoder = (store or ModelStore()).encoder(config.encoder)
+    if config.features == "text-split":
+        states = encoder.encode([f"Observation: {o.state}" for o in obs])  # [P, D]
+        actions = encoder.encode([f"Action: {a}" for o in obs for a in o.actions])
+        flat = np.concatenate([np.repeat(states, mask.sum(1), axis=0), actions], axis=1)
+    else:
+        texts = [candidate_texts(o, None, config.feature_style) for o in obs]
+        flat = encoder.encode([t for ts in texts for t in ts])
     feat = np.zeros(mask.shape + (flat.shape[1],), np.float32)
     feat[mask] = flat  # row-major order of the True entries = prompt by prompt, action by action
     return {"feat": feat}
@@ -230,8 +240,10 @@ def _text_features(config: JitConfig, store: Any, mask: np.ndarray) -> dict[str,
 def _feature_table(config: JitConfig, store: Any, mask: np.ndarray, cache: bool) -> np.ndarray:
     if config.features == "onehot":
         return np.arange(mask.size, dtype=np.float32).reshape(mask.shape + (1,))
-    key = f"{config.env}|{config.encoder}|{config.feature_style}"
-    name = f"{config.env}-features-{Path(config.encoder).name}"
+    key = f"{config.env}|{config.encoder}|{config.feature_style}" + (
+        "|split" if config.features == "text-split" else ""
+    )
+    name = f"{config.env}-{config.features}-{Path(config.encoder).name}"
     return _cached(name, key, lambda: _text_features(config, store, mask), cache)["feat"]
 
 
