@@ -10,7 +10,7 @@ resumes where it was):
   Tomato-Lettuce Salad (20,000), with the paper's MiniLM features (``text``), state and action encoded apart
   (``text-split``) and the oracle one-hot (prompt, action) features (``onehot``), and γ per macro step vs γ^τ
   (``smdp``);
-* ``prior-quality``: DQN-Prior on Tomato-Lettuce with synthetic expert-mix priors p(expert) ∈ {0.1 … 0.9} (one
+* ``prior-quality``: DQN-Prior on Tomato-Lettuce with synthetic expert-mix priors P ∈ {0, 0.1, 0.2, 0.3, 0.5, 0.9} (one
   program, a vmap axis over priors), where the real SmolLM2 prior is placed by its measured p(expert).
 
 Every evaluation runs greedy, ε-greedy (ε = 0.05) and Boltzmann (inverse temperature 10) episodes; the summary
@@ -35,7 +35,7 @@ from prior_rl.run import jitted, stats, sweep
 
 TS, TL = "overcooked-tomato-salad", "overcooked-tomato-lettuce-salad"
 SHORT = {TS: "tomato", TL: "lettuce"}
-P_EXPERTS = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
+P_EXPERTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.9)
 
 
 class Unit(NamedTuple):
@@ -61,8 +61,8 @@ def units(quick: bool) -> list[Unit]:
         for algo in ("dqn-prior", "dqn"):
             out.append(Unit(f"{SHORT[env]}-{algo}-onehot", dataclasses.replace(base, algo=algo, features="onehot")))
             out.append(Unit(f"{SHORT[env]}-{algo}-text-smdp", dataclasses.replace(base, algo=algo, discount="smdp")))
-            split = dataclasses.replace(base, algo=algo, features="text-split")
-            out.append(Unit(f"{SHORT[env]}-{algo}-text-split", split))
+        split = dataclasses.replace(base, algo="dqn-prior", features="text-split")
+        out.append(Unit(f"{SHORT[env]}-dqn-prior-text-split", split))
     out.append(Unit("prior-quality", jitted.JitConfig(env=TL, env_steps=20_000, eval_every=500), P_EXPERTS))
     return out
 
@@ -218,6 +218,76 @@ def _err(rows: list[dict[str, Any]], key: str) -> np.ndarray:
     return np.array([[r[key] - r[f"{key}_lo"] for r in rows], [r[f"{key}_hi"] - r[key] for r in rows]])
 
 
+def _ci(r: dict[str, Any], key: str) -> str:
+    return f"{float(r[key]):.2f} [{float(r[key + '_lo']):.2f}, {float(r[key + '_hi']):.2f}]"
+
+
+def _reach(r: dict[str, Any]) -> str:
+    med = r.get("to_0.9_median")
+    frac = f"{float(r['to_0.9_reached']):.2f}"
+    return f"{float(med):,.0f} ({frac} of seeds)" if med not in (None, "") else f"> budget ({frac} of seeds)"
+
+
+def verdict(a: dict[str, Any], b: dict[str, Any], key: str) -> str:
+    """'A > B' / 'A < B' when the 95% intervals of ``key`` do not overlap, else 'not resolved'."""
+    if float(a[f"{key}_lo"]) > float(b[f"{key}_hi"]):
+        return "A > B"
+    if float(a[f"{key}_hi"]) < float(b[f"{key}_lo"]):
+        return "A < B"
+    return "not resolved"
+
+
+COMPARISONS = (
+    ("DQN-Prior vs DQN (text)", "{t}-dqn-prior-text", "{t}-dqn-text"),
+    ("DQN-Prior vs LLM policy", "{t}-dqn-prior-text", "{t}-llm-text"),
+    ("DQN-Prior vs DQN (one-hot)", "{t}-dqn-prior-onehot", "{t}-dqn-onehot"),
+    ("DQN-Prior: one-hot vs text", "{t}-dqn-prior-onehot", "{t}-dqn-prior-text"),
+    ("DQN-Prior: text-split vs text", "{t}-dqn-prior-text-split", "{t}-dqn-prior-text"),
+    ("DQN-Prior: smdp vs macro", "{t}-dqn-prior-text-smdp", "{t}-dqn-prior-text"),
+    ("DQN: smdp vs macro", "{t}-dqn-text-smdp", "{t}-dqn-text"),
+)
+
+
+def report(rows: list[dict[str, Any]]) -> str:
+    """Markdown: per task, every unit × evaluation mode, then each comparison's verdict under each mode."""
+    by = {(r["unit"], r["setting"], r["eval"]): r for r in rows}
+    lines = []
+    for env, t in SHORT.items():
+        mine = [r for r in rows if r["env"] == env and r["unit"] != "prior-quality"]
+        if not mine:
+            continue
+        lines += [f"**{env}** ({mine[0]['env_steps']:,} samples, {mine[0]['seeds']} seeds)", ""]
+        lines += [
+            "| unit | eval | final success IQM [95% CI] | mean success over the curve, IQM | samples to 0.9 "
+            "(median) | wall s |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in mine:
+            lines.append(
+                f"| {r['unit']} | {r['eval']} | {_ci(r, 'final_iqm')} | {_ci(r, 'auc_iqm')} | "
+                f"{_reach(r)} | {float(r['wall_s']):.0f} |"
+            )
+        lines += ["", "| comparison (A vs B) | eval | final IQM | over the curve |", "|---|---|---|---|"]
+        for label, a, b in COMPARISONS:
+            for mode in jitted.EVAL_MODES:
+                ra = next((r for (u, _, e), r in by.items() if u == a.format(t=t) and e == mode), None)
+                rb = next((r for (u, _, e), r in by.items() if u == b.format(t=t) and e == mode), None)
+                if ra and rb:
+                    fin, auc = verdict(ra, rb, "final_iqm"), verdict(ra, rb, "auc_iqm")
+                    lines.append(f"| {label} | {mode} | {fin} | {auc} |")
+        lines.append("")
+    quality = [r for r in rows if r["unit"] == "prior-quality"]
+    if quality:
+        lines += ["**Prior quality** (DQN-Prior, synthetic expert-mix priors)", ""]
+        lines += ["| prior | mean p(expert) | eval | final success IQM | samples to 0.9 |", "|---|---|---|---|---|"]
+        for r in quality:
+            lines.append(
+                f"| {r['setting']} | {float(r['p_expert']):.3f} | {r['eval']} | {_ci(r, 'final_iqm')} | {_reach(r)} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main(argv: Optional[list[str]] = None, store: Any = None) -> Path:
     del store  # the compiled loop reads its tables from the on-disk cache (built with their own models)
     from prior_rl.cli import enable_compilation_cache
@@ -240,6 +310,7 @@ def main(argv: Optional[list[str]] = None, store: Any = None) -> Path:
         real_env = summaries["prior-quality"]["config"]["env"]
         real = [r for r in rows if r["env"] == real_env and r["algo"] == "dqn-prior" and r["unit"].endswith("-text")]
         plot_prior_quality(out, [r for r in rows if r["unit"] == "prior-quality"], real)
+    (out / "report.md").write_text(report(rows) + "\n")
     log(f"wrote {out}")
     return out
 
