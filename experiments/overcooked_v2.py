@@ -31,6 +31,7 @@ from typing import Any, NamedTuple, Optional
 import numpy as np
 
 from experiments.common import log, parser, results_dir, write_csv
+from prior_rl.io.logs import save_figure
 from prior_rl.run import jitted, stats, sweep
 
 TS, TL = "overcooked-tomato-salad", "overcooked-tomato-lettuce-salad"
@@ -124,11 +125,9 @@ def _curves(folder: Path) -> tuple[np.ndarray, dict[str, dict[str, np.ndarray]]]
 
 
 def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
+    fig.set_dpi(90)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_curves(out: Path, names: list[str], mode: str = "greedy") -> None:

@@ -23,6 +23,7 @@ from typing import Any, Optional
 import jax
 import numpy as np
 
+from prior_rl.io.logs import save_figure
 from prior_rl.run import jitted, stats
 
 THRESHOLD = 0.9
@@ -159,11 +160,7 @@ def plot_iqm(result: SweepResult, path: Path, mode: str = "greedy", reps: int = 
     ax.set_title(f"{c.env} {c.algo}, {len(result.seeds)} seeds", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def write_sweep(result: SweepResult, out_dir: Path, plot: bool = True) -> dict[str, Any]:
