@@ -280,13 +280,17 @@ def split_episodes(transitions: Sequence[Transition], max_steps: int | None = No
     return episodes
 
 
+def subsample_indices(n: int, size: int, seed: int = 0) -> np.ndarray:
+    """The sorted indices [size] into ``n`` transitions that :func:`subsample` keeps (for array-form datasets)."""
+    if not 0 < size <= n:
+        raise ValueError(f"subsample size must be in 1..{n}, got {size}")
+    return np.sort(np.random.default_rng(seed).permutation(n)[:size])
+
+
 def subsample(transitions: Sequence[Transition], size: int, seed: int = 0) -> list[Transition]:
     """``size`` transitions drawn without replacement. Sizes are nested for one seed (a smaller subset is a
     prefix of the same permutation), so a sample-efficiency curve compares data that only grows."""
-    if not 0 < size <= len(transitions):
-        raise ValueError(f"subsample size must be in 1..{len(transitions)}, got {size}")
-    order = np.random.default_rng(seed).permutation(len(transitions))[:size]
-    return [transitions[i] for i in np.sort(order)]
+    return [transitions[i] for i in subsample_indices(len(transitions), size, seed)]
 
 
 def generate(

@@ -122,10 +122,15 @@ def summarize(result: SweepResult, reps: int = 2000) -> list[dict[str, Any]]:
     return rows
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path`` and rename it into place (readable as a normal file:
+    mkstemp's 0600 is widened to 0644 minus the umask)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         f.write(text)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o644 & ~umask)
     os.replace(tmp, path)
 
 
@@ -167,7 +172,7 @@ def write_sweep(result: SweepResult, out_dir: Path, plot: bool = True) -> dict[s
     """``curves.csv``, ``summary.json`` (config, timings, :func:`summarize` rows) and ``iqm.png`` in ``out_dir``
     (each written to a temporary file and renamed). Returns the summary."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out_dir / "curves.csv", curve_csv(result))
+    atomic_write(out_dir / "curves.csv", curve_csv(result))
     summary = {
         "config": dataclasses.asdict(result.config),
         "seeds": result.seeds,
@@ -178,10 +183,20 @@ def write_sweep(result: SweepResult, out_dir: Path, plot: bool = True) -> dict[s
         "samples_per_s": len(result.settings) * len(result.seeds) * result.config.env_steps / result.run_s,
         "rows": summarize(result),
     }
-    _atomic_write(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     if plot:
         plot_iqm(result, out_dir / "iqm.png")
     return summary
 
 
-__all__ = ["THRESHOLD", "SweepResult", "curve_csv", "plot_iqm", "run_sweep", "seed_keys", "summarize", "write_sweep"]
+__all__ = [
+    "THRESHOLD",
+    "SweepResult",
+    "atomic_write",
+    "curve_csv",
+    "plot_iqm",
+    "run_sweep",
+    "seed_keys",
+    "summarize",
+    "write_sweep",
+]
