@@ -8,7 +8,8 @@ resumes where it was):
 
 * ``<task>-<algo>-<features>[-smdp]``: DQN-Prior, DQN and the LLM policy on Tomato Salad (10,000 samples) and
   Tomato-Lettuce Salad (20,000), with the paper's MiniLM features (``text``), state and action encoded apart
-  (``text-split``) and the oracle one-hot (prompt, action) features (``onehot``), and γ per macro step vs γ^τ
+  (``text-split``), the prior LLM's own hidden state after each candidate (``llm``, DQN-Prior only) and the
+  oracle one-hot (prompt, action) features (``onehot``), and γ per macro step vs γ^τ
   (``smdp``);
 * ``prior-quality``: DQN-Prior on Tomato-Lettuce with synthetic expert-mix priors P ∈ {0, 0.1, 0.2, 0.3, 0.5, 0.9} (one
   program, a vmap axis over priors), where the real SmolLM2 prior is placed by its measured p(expert).
@@ -64,6 +65,8 @@ def units(quick: bool) -> list[Unit]:
             out.append(Unit(f"{SHORT[env]}-{algo}-text-smdp", dataclasses.replace(base, algo=algo, discount="smdp")))
         split = dataclasses.replace(base, algo="dqn-prior", features="text-split")
         out.append(Unit(f"{SHORT[env]}-dqn-prior-text-split", split))
+        hidden = dataclasses.replace(base, algo="dqn-prior", features="llm")
+        out.append(Unit(f"{SHORT[env]}-dqn-prior-llm", hidden))
     out.append(Unit("prior-quality", jitted.JitConfig(env=TL, env_steps=20_000, eval_every=500), P_EXPERTS))
     return out
 
@@ -242,6 +245,8 @@ COMPARISONS = (
     ("DQN-Prior vs DQN (one-hot)", "{t}-dqn-prior-onehot", "{t}-dqn-onehot"),
     ("DQN-Prior: one-hot vs text", "{t}-dqn-prior-onehot", "{t}-dqn-prior-text"),
     ("DQN-Prior: text-split vs text", "{t}-dqn-prior-text-split", "{t}-dqn-prior-text"),
+    ("DQN-Prior: LLM hidden state vs text", "{t}-dqn-prior-llm", "{t}-dqn-prior-text"),
+    ("DQN-Prior: one-hot vs LLM hidden state", "{t}-dqn-prior-onehot", "{t}-dqn-prior-llm"),
     ("DQN-Prior: smdp vs macro", "{t}-dqn-prior-text-smdp", "{t}-dqn-prior-text"),
     ("DQN: smdp vs macro", "{t}-dqn-text-smdp", "{t}-dqn-text"),
 )

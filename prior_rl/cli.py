@@ -378,9 +378,10 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--k", type=positive_int, default=5)
     w.add_argument(
         "--features",
-        choices=("text", "text-split", "onehot"),
+        choices=("text", "text-split", "onehot", "llm"),
         default="text",
-        help="Q features: the paper's strings, state and action encoded apart (text-split), or the one-hot oracle",
+        help="Q features: the paper's strings, state and action encoded apart (text-split), the one-hot oracle, or "
+        "the prior LLM's hidden state after each action (llm)",
     )
     w.add_argument("--discount", choices=("macro", "smdp"), default="macro", help="γ per macro, or γ^τ (semi-MDP)")
     w.add_argument("--p-expert", type=probability, nargs="+", default=None, metavar="P", help="sweep expert-mix:P")

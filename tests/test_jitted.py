@@ -171,3 +171,19 @@ def test_reaches_what_the_python_loop_reaches_on_tomato_salad_16_seeds(tables):
 def test_env_without_jax_implementation(env):
     with pytest.raises(ValueError, match="overcooked-tomato-salad, overcooked-tomato-lettuce-salad"):
         jitted.JitConfig(env=env)
+
+
+def test_llm_hidden_state_features_differ_per_action_and_are_standardised():
+    """features='llm': one 576-d SmolLM2 hidden state per admissible (prompt, action), z-scored over the table,
+    zero where the action is not admissible; the actions of one state get different vectors."""
+    t = jitted.build_tables(jitted.JitConfig(features="llm"))
+    feat, mask = np.asarray(t.feat), np.asarray(t.mask)
+    assert feat.shape == mask.shape + (576,)
+    valid = feat[mask]
+    np.testing.assert_allclose(valid.mean(0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(valid.std(0), 1.0, atol=1e-3)
+    assert not feat[~mask].any()
+    for p in range(mask.shape[0]):
+        rows = feat[p, mask[p]]
+        gaps = np.linalg.norm(rows[:, None] - rows[None], axis=-1)[np.triu_indices(len(rows), 1)]
+        assert gaps.min() > 1.0, (p, gaps.min())

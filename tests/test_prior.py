@@ -481,3 +481,29 @@ def test_smollm2_ranks_sensible_actions_first(smollm2):
             assert ranking[0] == best, ranking
         for w in worse:
             assert lp[o.actions.index(good)] > lp[o.actions.index(w)], (good, w, ranking)
+
+
+def test_action_features_are_the_final_normed_hidden_state_of_prompt_plus_action(tiny_llm):
+    """ActionPrior.action_features (prefill + extension, batched and padded) equals a plain forward of each
+    prompt + action sequence, read at its last token after the final norm."""
+    from prior_rl.llm.llama import LlamaLM
+
+    obs = [
+        TextObservation(task="t", prompt="You are in a room. Action:", actions=("pick up the tomato", "take the bowl")),
+        TextObservation(
+            task="t", prompt="History:", actions=("walk to the cutting board", "chop nothing", "serve nothing")
+        ),
+    ]
+    prior = ActionPrior(tiny_llm, prompt_fn=lambda o: o.prompt)
+    feats = prior.action_features(obs, rows_per_call=1) + prior.action_features(obs, rows_per_call=2)
+    model = LlamaLM(CFG)
+    tok = tiny_llm.tokenizer
+    for o, f in zip(obs + obs, feats):
+        assert f.shape == (len(o.actions), CFG.hidden_size)
+        for a, row in zip(o.actions, f):
+            ids = tok.encode(o.prompt, add_special_tokens=True) + tok.encode(" " + a, add_special_tokens=False)
+            t = jnp.asarray(ids)[None, None]
+            pos = jnp.arange(len(ids))[None, None]
+            hidden, _ = model.apply({"params": tiny_llm.params}, t, pos, jnp.ones_like(t, bool))
+            want = model.apply({"params": tiny_llm.params}, hidden[0, 0, -1], method=lambda m, x: m.norm(x))
+            np.testing.assert_allclose(row, np.asarray(want), atol=2e-5)

@@ -21,6 +21,7 @@ from prior_rl.llm.weights import LLM
 from prior_rl.prior.kv_cache import ContextCache, PreambleEntry, TurnNode
 from prior_rl.prior.prompts import PromptBuilder
 from prior_rl.prior.scoring import (
+    action_hidden_states,
     context_action_logprobs,
     context_sample_actions,
     map_text_to_action,
@@ -321,6 +322,34 @@ class ActionPrior:
             self._count("llm_s", dt)
         self.counters["last_logprobs_s"] = dt
         return results  # type: ignore[return-value]
+
+    def action_features(self, observations: Sequence[TextObservation], rows_per_call: int = 16) -> list[np.ndarray]:
+        """Per observation, ``float32 [len(obs.actions), D]``: the LLM's hidden state after each admissible action
+        appended to the observation's prompt (:func:`prior_rl.prior.scoring.action_hidden_states`), a text
+        feature for Q that needs no second encoder. Plain-string prompts only (env, paper, chat)."""
+        pad = self.llm.tokenizer.pad_id
+        out: list[np.ndarray] = []
+        for start in range(0, len(observations), rows_per_call):
+            chunk = observations[start : start + rows_per_call]
+            prompts, groups = [], []
+            for obs in chunk:
+                prompt, prefix = self._prompt(obs)
+                if isinstance(prompt, SegmentedPrompt):
+                    raise ValueError("action_features takes plain-string prompts (env, paper or chat), not transcripts")
+                prompts.append(prompt)
+                groups.append([self._encode_action(prefix + a) for a in obs.actions])
+            p_ids = self._encode_prompts(prompts)
+            B, A = next_pow2(len(chunk)), next_pow2(max(len(g) for g in groups))
+            Tp = bucket_length(max(len(p) for p in p_ids), self.length_multiple)
+            Ta = max(len(c) for g in groups for c in g)
+            pt, pm = pad_sequences(p_ids + [[pad]] * (B - len(chunk)), Tp, pad)
+            at, am = np.full((B, A, Ta), pad, np.int32), np.zeros((B, A, Ta), bool)
+            for b, g in enumerate(groups):
+                for a, c in enumerate(g):
+                    at[b, a, : len(c)], am[b, a, : len(c)] = c, True
+            h = np.asarray(action_hidden_states(self.llm.params, pt, pm, at, am, config=self.llm.config))
+            out += [h[b, : len(g)] for b, g in enumerate(groups)]
+        return out
 
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[Sequence[str]]) -> list[np.ndarray]:
         """Raw log p(continuation | prompt) (sum, or mean if ``normalize``) for arbitrary strings; no softmax,

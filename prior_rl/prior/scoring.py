@@ -107,6 +107,30 @@ def action_logprobs(
     return jnp.where(n > 0, score, -jnp.inf)
 
 
+@functools.partial(jax.jit, static_argnames=("config",))
+def action_hidden_states(
+    params: Params,
+    prompt_tokens: jax.Array,
+    prompt_mask: jax.Array,
+    action_tokens: jax.Array,
+    action_mask: jax.Array,
+    *,
+    config: LlamaConfig,
+) -> jax.Array:
+    """The LLM's own representation of each (prompt, candidate) pair: the final-norm hidden state after the
+    candidate's last token, ``[B, A, D]`` float32 (inputs as in :func:`action_logprobs`; the same prefill and
+    extension the scoring runs, so these are the states the prior's next-token head reads)."""
+    model = LlamaLM(config)
+    B, A, Ta = action_tokens.shape
+    amask = action_mask.astype(bool)
+    _, prefix, lengths = _prefill(model, params, prompt_tokens, prompt_mask)
+    positions = lengths[:, None, None] + jnp.arange(Ta, dtype=jnp.int32)
+    hidden, _ = model.apply({"params": params}, action_tokens, positions, amask, prefix=prefix)  # [B, A, Ta, D]
+    last = jnp.maximum(amask.sum(-1) - 1, 0)
+    h = jnp.take_along_axis(hidden, last[:, :, None, None], axis=2)[:, :, 0]
+    return model.apply({"params": params}, h, method=lambda m, x: m.norm(x)).astype(jnp.float32)
+
+
 @functools.partial(jax.jit, static_argnames=("config", "num_actions", "normalize"))
 def packed_action_logprobs(
     params: Params,

@@ -44,7 +44,7 @@ JAX_ENVS = {
 CACHE_DIR = Path(os.path.expanduser("~/.cache/prior_rl/tables"))
 
 
-FEATURES = ("text", "text-split", "onehot")
+FEATURES = ("text", "text-split", "onehot", "llm")
 DISCOUNTS = ("macro", "smdp")
 EVAL_MODES = ("greedy", "epsilon", "boltzmann")
 
@@ -62,7 +62,9 @@ class JitConfig:
     features:  'text' (the encoder on the paper's feature strings), 'text-split' (the state and the action encoded
                apart and concatenated, [D_state + D_action]: the action is not drowned by a long state in one
                mean-pooled vector) or 'onehot' (the oracle control: one row per (prompt, action),
-               :class:`prior_rl.networks.QNetwork` ``num_rows``).
+               :class:`prior_rl.networks.QNetwork` ``num_rows``) or 'llm' (the prior LLM's own final-norm hidden
+               state after each candidate appended to the prompt, z-scored per dimension: no second encoder;
+               the model is ``llm``, or SmolLM2 when ``llm`` is a synthetic prior).
     discount:  'macro' (γ per macro step, the paper) or 'smdp' (γ^τ, τ the primitive steps inside the macro).
     Every evaluation runs ``eval_episodes`` episodes per mode of :data:`EVAL_MODES`: greedy over the candidates,
     ε-greedy with ``eval_epsilon`` and Boltzmann with ``eval_inv_temperature``.
@@ -237,9 +239,28 @@ def _text_features(config: JitConfig, store: Any, mask: np.ndarray) -> dict[str,
     return {"feat": feat}
 
 
+def _llm_features(config: JitConfig, store: Any, mask: np.ndarray) -> dict[str, np.ndarray]:
+    from prior_rl.run.models import ModelStore
+
+    table = jax_prompts.prompt_table(task_of(config.env))
+    obs = [table.text_observation(pid) for pid in range(len(table.prompts))]
+    model = "smollm2" if config.llm.startswith(synthetic.PREFIX) else config.llm
+    prior = (store or ModelStore()).prior(model, 1.0, config.prompt, config.length_normalize)
+    flat = np.concatenate(prior.action_features(obs))  # [Σ actions, D], prompt by prompt
+    flat = (flat - flat.mean(0)) / (flat.std(0) + 1e-6)  # the raw scale is set by the final norm's weights
+    feat = np.zeros(mask.shape + (flat.shape[1],), np.float32)
+    feat[mask] = flat
+    return {"feat": feat}
+
+
 def _feature_table(config: JitConfig, store: Any, mask: np.ndarray, cache: bool) -> np.ndarray:
     if config.features == "onehot":
         return np.arange(mask.size, dtype=np.float32).reshape(mask.shape + (1,))
+    if config.features == "llm":
+        model = "smollm2" if config.llm.startswith(synthetic.PREFIX) else config.llm
+        key = f"{config.env}|{model}|{config.prompt}|hidden"
+        name = f"{config.env}-llm-{Path(model).name}"
+        return _cached(name, key, lambda: _llm_features(config, store, mask), cache)["feat"]
     key = f"{config.env}|{config.encoder}|{config.feature_style}" + (
         "|split" if config.features == "text-split" else ""
     )
@@ -323,7 +344,7 @@ def _epsilon(config: JitConfig, env_steps: jax.Array) -> jax.Array:
     return config.epsilon + frac * (config.epsilon_final - config.epsilon)
 
 
-def _env_fns(config: JitConfig):
+def env_fns(config: JitConfig):
     """(env, step, reset_where, start, start_obs), built once per :func:`make_train`: ``step`` is jitted so that
     its (long) trace is made once per batch size and reused by every evaluation mode and the training step."""
     env = jo.make_overcooked(task_of(config.env), max_steps=config.episode_steps)
@@ -377,7 +398,9 @@ def _evaluate(act, config: JitConfig, fns, agent_state, key) -> tuple[jax.Array,
     return success.mean(), ret.mean()
 
 
-def _evaluate_all(agent, config: JitConfig, fns, tables: Tables, table, agent_state, key) -> dict[str, jax.Array]:
+def evaluate_all(agent, config: JitConfig, fns, tables: Tables, table, agent_state, key) -> dict[str, jax.Array]:
+    """``eval_success_<mode>`` and ``eval_return_<mode>`` (scalars) for every mode of :data:`EVAL_MODES`: the
+    policy over ``config``'s candidates, ``eval_episodes`` episodes each, on the env of ``fns`` (:func:`env_fns`)."""
     out = {}
     for mode, k in zip(EVAL_MODES, jax.random.split(key, len(EVAL_MODES))):
         success, ret = _evaluate(_policy(agent, config, tables, table, mode), config, fns, agent_state, k)
@@ -462,11 +485,11 @@ def make_train(config: JitConfig, tables: Optional[Tables] = None, store: Any = 
     table = flat_features(tables)
     steps_per_eval = config.eval_every // config.num_envs
     learn = config.algo != "llm"
-    fns = _env_fns(config)
+    fns = env_fns(config)
 
     def chunk(t: Tables, c: Carry, _):
         key, k_eval = jax.random.split(c.key)
-        metrics = _evaluate_all(agent, config, fns, t, table, c.agent, k_eval)
+        metrics = evaluate_all(agent, config, fns, t, table, c.agent, k_eval)
         if learn:
             env_step = lambda c, x: _env_step(agent, config, fns, t, table, c, x)
             c, _ = jax.lax.scan(env_step, c._replace(key=key), None, steps_per_eval)
@@ -478,7 +501,7 @@ def make_train(config: JitConfig, tables: Optional[Tables] = None, store: Any = 
         t = tables if logp is None else tables._replace(logp=logp)
         c = _init(agent, config, fns, t, key)
         c, metrics = jax.lax.scan(lambda c, x: chunk(t, c, x), c, None, config.env_steps // config.eval_every)
-        last = dict(_evaluate_all(agent, config, fns, t, table, c.agent, c.key), env_steps=c.env_steps)
+        last = dict(evaluate_all(agent, config, fns, t, table, c.agent, c.key), env_steps=c.env_steps)
         last["distinct_prompts"] = c.visited.sum()
         out = {name: jnp.concatenate([metrics[name], last[name][None]]) for name in metrics}
         out["eval_success"], out["eval_return"] = out["eval_success_greedy"], out["eval_return_greedy"]
@@ -505,11 +528,18 @@ __all__ = [
     "Tables",
     "admissible_mask",
     "build_tables",
+    "candidates",
+    "env_fns",
+    "evaluate_all",
     "expert_mix_logp",
     "experts",
     "make_train",
     "mean_p_expert",
+    "prompt_ids",
     "replay_update",
+    "rows",
+    "flat_features",
+    "make_agent",
     "task_of",
     "updates_per_run",
 ]
