@@ -10,9 +10,10 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from experiments import frozen_lake, offline_cql, overcooked_online, overcooked_v2, prior_ablations
+from experiments import frozen_lake, offline_cql, offline_v2, overcooked_online, overcooked_v2, prior_ablations
 from prior_rl.run import ModelStore, TrainConfig
 from tests.shared_data import reference_dir
 
@@ -62,6 +63,47 @@ def test_overcooked_v2_quick_and_resume(tmp_path, capsys):
     capsys.readouterr()
     overcooked_v2.main(["--quick", "--out", str(tmp_path)])
     assert capsys.readouterr().out.count("done before, skipped") == len(overcooked_v2.units(True))
+
+
+def test_offline_v2_quick_and_resume(tmp_path, capsys):
+    out = offline_v2.main(["--quick", "--out", str(tmp_path)])
+    rows = _rows(tmp_path / "summary.csv")
+    assert {r["unit"] for r in rows} == {u.name for u in offline_v2.units(True)}
+    assert {r["eval"] for r in rows} == {"greedy", "epsilon", "boltzmann"}
+    _unit(rows, "final_iqm")
+    assert {r["coverage"] for r in rows if r["algo"] == "cql"} == {"1"}
+    assert all(0 < float(r["coverage"]) < 1 for r in rows if r["algo"] == "cql-prior")
+    _png(out / "success_vs_size.png")
+    assert "| gen-200-cql-prior | greedy |" in (out / "report.md").read_text()
+    capsys.readouterr()
+    offline_v2.main(["--quick", "--out", str(tmp_path)])
+    assert capsys.readouterr().out.count("done before, skipped") == len(offline_v2.units(True))
+
+
+def _finals_csv(folder: Path, finals: list[float]) -> None:
+    folder.mkdir(parents=True)
+    lines = ["setting,seed,env_steps,eval_success_greedy"]
+    lines += [f"x,{s},{e},{v if e else 0.0}" for s, v in enumerate(finals) for e in (0, 100)]
+    (folder / "curves.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_offline_v2_ratio_is_one_minus_the_smallest_sizes_ratio(tmp_path):
+    assert offline_v2.smallest_size({100: np.array([0, 0, 1, 1.0]), 400: np.ones(4)}, 0.5) == 100
+    assert offline_v2.smallest_size({100: np.array([0, 0, 1, 1.0]), 400: np.ones(4)}, 0.9) == 400
+    assert offline_v2.paper_ratio(100, 1000) == pytest.approx(0.9)
+    assert offline_v2.paper_ratio(float("inf"), 1000) == float("-inf")  # the prior never reaches the level
+    assert np.isnan(offline_v2.paper_ratio(100, float("inf")))  # CQL never does: undefined
+    cells = {("cql-prior", 100): [1.0] * 8, ("cql-prior", 1000): [1.0] * 8, ("cql", 100): [0.0] * 8}
+    cells[("cql", 1000)] = [1.0] * 8
+    grid = {m: {} for m in offline_v2.METHODS}
+    for (m, n), finals in cells.items():
+        _finals_csv(tmp_path / f"{m}-{n}", finals)
+        grid[m][n] = f"{m}-{n}"
+    rows = offline_v2.ratio_rows(tmp_path, grid, reps=50)
+    assert [r["level"] for r in rows] == list(offline_v2.LEVELS)
+    for r in rows:
+        assert (r["n_cql_prior"], r["n_cql"], r["ratio"]) == (100, 1000, pytest.approx(0.9))
+        assert r["ratio_lo"] == r["ratio_hi"] == pytest.approx(0.9) and r["undefined_fraction"] == 0.0
 
 
 def test_overcooked_online_quick(tmp_path, models):
