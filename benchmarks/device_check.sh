@@ -17,8 +17,11 @@
 #                  bfloat16 (the prior's dtype option: load_llm(..., dtype=jnp.bfloat16)), plus a Qwen2.5-0.5B-
 #                  shaped model with random bf16 weights (speed does not depend on the values) to see a larger
 #                  prior; states/s, and achieved TFLOP/s from benchmarks/memory_model.py's FLOP count.
+# 4. jitted.json   the compiled DQN-Prior loop of benchmarks/jitted.py (Tomato Salad, 500 samples per seed, no
+#                  Python-loop row): samples/s for 1 and 64 seeds (also 256 on an accelerator) and the fraction of
+#                  the measured matmul rate; it builds the Tomato Salad tables first (21 prompts, seconds).
 #
-# Each step has a time limit (20 + 150 + 130 s: 5 minutes at most); a step that fails or runs out is recorded
+# Each step has a time limit (15 + 120 + 110 + 55 s: 5 minutes at most); a step that fails or runs out is recorded
 # in summary.json (rc 124 = out of time), the JSON rows it finished are kept, and the other steps still run.
 set -uo pipefail
 
@@ -29,7 +32,7 @@ while [ $# -gt 0 ]; do
     --quick) QUICK=1; shift ;;
     --out) [ $# -ge 2 ] || { echo "device_check.sh: --out needs a directory" >&2; exit 2; }
       case "$2" in /*) OUT="$2" ;; *) OUT="$PWD/$2" ;; esac; shift 2 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "device_check.sh: unknown option $1 (use --quick, --out DIR)" >&2; exit 2 ;;
   esac
 done
@@ -53,7 +56,7 @@ step() {  # step NAME LIMIT_S python-code...
 }
 
 # ---- 1. what JAX sees -----------------------------------------------------------------------------------------
-step env 20 '
+step env 15 '
 import json, os, subprocess, jax
 from benchmarks.common import machine, write_json
 info = machine()
@@ -69,7 +72,7 @@ write_json("env", info, os.environ["DEVICE_CHECK_OUT"])
 '
 
 # ---- 2. learner -----------------------------------------------------------------------------------------------
-step learner 150 '
+step learner 120 '
 import json, os, time
 import numpy as np, jax
 from benchmarks import learner
@@ -101,7 +104,7 @@ write_json("learner", payload, os.environ["DEVICE_CHECK_OUT"])
 '
 
 # ---- 3. prior scoring -----------------------------------------------------------------------------------------
-step prior 130 '
+step prior 110 '
 import os, time
 import jax, jax.numpy as jnp
 from benchmarks import memory_model as mm
@@ -153,6 +156,15 @@ for name, arch, dtype, model in models:
             write_json("prior", payload, os.environ["DEVICE_CHECK_OUT"])  # row by row: kept if time runs out
 print_table(rows, ["model", "dtype", "set", "states/call", "states/s", "cand/s", "achieved TFLOP/s", "s/call",
                    "compile+first s", "roofline states/s (H200 bf16)"])
+'
+
+# ---- 4. the compiled loop ------------------------------------------------------------------------------------
+step jitted 55 '
+import os, sys, jax
+from benchmarks import jitted
+seeds = ["1", "64", "256"] if jax.default_backend() != "cpu" else ["1", "64"]
+sys.argv = ["jitted", "--quick", "--no-python", "--seeds", *seeds, "--out", os.environ["DEVICE_CHECK_OUT"]]
+jitted.main()
 '
 
 TOTAL=$(($(date +%s) - START))

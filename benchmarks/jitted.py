@@ -193,6 +193,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="*")
     p.add_argument("--no-python", action="store_true")
     p.add_argument("--no-e2e", action="store_true")
+    p.add_argument("--out", default=None, help="folder for jitted.json (default benchmarks/results)")
     args = p.parse_args()
     steps = 500 if args.quick else 2000
     config = jitted.JitConfig(env_steps=steps, eval_every=500)
@@ -223,9 +224,8 @@ def main() -> None:
                 f"{r['speedup_vs_python_e2e']:.1f}x longer"
             )
     meta = {"device": jax.devices()[0].device_kind, "matmul_flops_per_s": rate, "env_steps": steps, **flops}
-    write_json(
-        "jitted", {**meta, "rows": rows, "command": "python -m benchmarks.jitted" + (" --quick" if args.quick else "")}
-    )
+    command = "python -m benchmarks.jitted" + (" --quick" if args.quick else "")
+    write_json("jitted", {**meta, "rows": rows, "command": command}, args.out)
 
 
 if __name__ == "__main__":
