@@ -104,7 +104,18 @@ def test_same_seed_logs_the_pinned_metrics(name):
         for key in ADDED:
             if key not in want and key in row:
                 assert isinstance(row.pop(key), int)
-        assert row == want, {k: (row.get(k), want.get(k)) for k in set(row) | set(want) if row.get(k) != want.get(k)}
+        assert set(row) == set(want), set(row) ^ set(want)
+        # floats to 1e-4 relative or 1e-4 absolute: XLA:CPU's kernels differ between CPU models in the last bits
+        # (the same commit gave loss 0.0012101403 here, 0.0012101401 where it was pinned), and PPO's loss, a sum of
+        # cancelling terms, drifts by up to 2e-5 over a run; a behaviour change moves the metrics far more
+        off = {k: (row[k], want[k]) for k in want if not _same(row[k], want[k])}
+        assert not off, off
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        return a == pytest.approx(b, rel=1e-4, abs=1e-4)
+    return a == b
 
 
 if __name__ == "__main__":
