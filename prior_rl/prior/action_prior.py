@@ -16,7 +16,15 @@ import numpy as np
 from envs.base import TextObservation
 from prior_rl.llm.cache import PriorCache
 from prior_rl.llm.llama import Past
-from prior_rl.llm.padding import bucket_length, next_pow2, pack_groups, pack_trie, pad_sequences, trie_size
+from prior_rl.llm.padding import (
+    bucket_length,
+    next_pow2,
+    pack_groups,
+    pack_trie,
+    pad_nested,
+    pad_sequences,
+    trie_size,
+)
 from prior_rl.llm.weights import LLM
 from prior_rl.prior.kv_cache import ContextCache, PreambleEntry, TurnNode
 from prior_rl.prior.prompts import PromptBuilder
@@ -343,10 +351,7 @@ class ActionPrior:
             Tp = bucket_length(max(len(p) for p in p_ids), self.length_multiple)
             Ta = max(len(c) for g in groups for c in g)
             pt, pm = pad_sequences(p_ids + [[pad]] * (B - len(chunk)), Tp, pad)
-            at, am = np.full((B, A, Ta), pad, np.int32), np.zeros((B, A, Ta), bool)
-            for b, g in enumerate(groups):
-                for a, c in enumerate(g):
-                    at[b, a, : len(c)], am[b, a, : len(c)] = c, True
+            at, am = pad_nested(groups + [[]] * (B - len(chunk)), A, Ta, pad)
             h = np.asarray(action_hidden_states(self.llm.params, pt, pm, at, am, config=self.llm.config))
             out += [h[b, : len(g)] for b, g in enumerate(groups)]
         return out

@@ -239,13 +239,17 @@ def _text_features(config: JitConfig, store: Any, mask: np.ndarray) -> dict[str,
     return {"feat": feat}
 
 
+def _feature_llm(config: JitConfig) -> str:
+    """The model behind features='llm': the prior's own, or SmolLM2 when the prior is synthetic."""
+    return "smollm2" if config.llm.startswith(synthetic.PREFIX) else config.llm
+
+
 def _llm_features(config: JitConfig, store: Any, mask: np.ndarray) -> dict[str, np.ndarray]:
     from prior_rl.run.models import ModelStore
 
     table = jax_prompts.prompt_table(task_of(config.env))
     obs = [table.text_observation(pid) for pid in range(len(table.prompts))]
-    model = "smollm2" if config.llm.startswith(synthetic.PREFIX) else config.llm
-    prior = (store or ModelStore()).prior(model, 1.0, config.prompt, config.length_normalize)
+    prior = (store or ModelStore()).prior(_feature_llm(config), 1.0, config.prompt, config.length_normalize)
     flat = np.concatenate(prior.action_features(obs))  # [Σ actions, D], prompt by prompt
     flat = (flat - flat.mean(0)) / (flat.std(0) + 1e-6)  # the raw scale is set by the final norm's weights
     feat = np.zeros(mask.shape + (flat.shape[1],), np.float32)
@@ -257,7 +261,7 @@ def _feature_table(config: JitConfig, store: Any, mask: np.ndarray, cache: bool)
     if config.features == "onehot":
         return np.arange(mask.size, dtype=np.float32).reshape(mask.shape + (1,))
     if config.features == "llm":
-        model = "smollm2" if config.llm.startswith(synthetic.PREFIX) else config.llm
+        model = _feature_llm(config)
         key = f"{config.env}|{model}|{config.prompt}|hidden"
         name = f"{config.env}-llm-{Path(model).name}"
         return _cached(name, key, lambda: _llm_features(config, store, mask), cache)["feat"]

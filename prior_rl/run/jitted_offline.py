@@ -248,12 +248,7 @@ def run_offline_sweep(
     if per_seed and np.shape(data.pid)[0] != len(seeds):
         raise ValueError(f"stacked data has {np.shape(data.pid)[0]} datasets for {len(seeds)} seeds")
     fn = jax.jit(jax.vmap(train, (0, 0 if per_seed else None)))
-    t = time.perf_counter()
-    compiled = fn.lower(keys, data).compile()
-    compile_s = time.perf_counter() - t
-    t = time.perf_counter()
-    out = jax.block_until_ready(compiled(keys, data))
-    run_s = time.perf_counter() - t
+    out, compile_s, run_s = sweep.compile_and_run(fn, keys, data)
     curves = {k: np.asarray(v)[None] for k, v in out.items()}
     steps = curves.pop("updates")[0, 0]
     p_expert = [jitted.mean_p_expert(config.env, np.asarray(tables.logp))]

@@ -52,6 +52,17 @@ def seed_keys(seeds: Sequence[int], base_seed: int = 0) -> jax.Array:
     return jax.vmap(lambda i: jax.random.fold_in(base, i))(np.asarray(seeds, np.uint32))
 
 
+def compile_and_run(fn: Any, *args: Any) -> tuple[Any, float, float]:
+    """(``fn(*args)`` ready on device, compile seconds, run seconds) of a jitted ``fn``, compiled ahead of the run
+    so the two times are apart."""
+    t = time.perf_counter()
+    compiled = fn.lower(*args).compile()
+    compile_s = time.perf_counter() - t
+    t = time.perf_counter()
+    out = jax.block_until_ready(compiled(*args))
+    return out, compile_s, time.perf_counter() - t
+
+
 def run_sweep(
     config: jitted.JitConfig,
     seeds: int | Sequence[int],
@@ -74,12 +85,7 @@ def run_sweep(
     else:
         logps = np.asarray(tables.logp)[None]
         fn, args, settings = jax.jit(jax.vmap(train)), (keys,), [config.llm]
-    t = time.perf_counter()
-    compiled = fn.lower(*args).compile()
-    compile_s = time.perf_counter() - t
-    t = time.perf_counter()
-    out = jax.block_until_ready(compiled(*args))
-    run_s = time.perf_counter() - t
+    out, compile_s, run_s = compile_and_run(fn, *args)
     curves = {k: np.asarray(v) if p_experts else np.asarray(v)[None] for k, v in out.items()}
     steps = curves.pop("env_steps")[0, 0]
     p_measured = [jitted.mean_p_expert(config.env, lp) for lp in logps]
