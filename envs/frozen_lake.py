@@ -77,7 +77,12 @@ class FrozenLake(TextEnv):
         return " ".join(parts)
 
     def _observation(self) -> TextObservation:
-        state = self.describe(self._position)
+        return self.observation_at(self._position)
+
+    def observation_at(self, position: int) -> TextObservation:
+        """The observation the agent gets at grid cell ``position``: a function of the cell alone (the compiled
+        loop's prompt table, :func:`envs.jax_frozen_lake.prompt_table`, renders every cell with it)."""
+        state = self.describe(position)
         prompt = (
             f"You are playing Frozen Lake. {self.task} {state} Choose one action from: {', '.join(ACTIONS)}. Action:"
         )
@@ -87,7 +92,7 @@ class FrozenLake(TextEnv):
             task=self.task,
             state=state,
             family="frozen-lake",
-            extra={"position": self._position},
+            extra={"position": position, "map": tuple(self.desc)},  # the map: transcript prompts refuse its demos
         )
 
     # -- protocol ------------------------------------------------------------------------------------------
@@ -134,8 +139,12 @@ class FrozenLake(TextEnv):
 
     def expert_action(self) -> int:
         """First action (in gymnasium's order) of a shortest path to the goal (BFS over intended moves)."""
-        row, col = divmod(self._position, self.ncol)
-        here = self._distance[self._position]
+        return self.expert_at(self._position)
+
+    def expert_at(self, position: int) -> int:
+        """:meth:`expert_action` at grid cell ``position`` (a hole or the goal has none: ``RuntimeError``)."""
+        row, col = divmod(position, self.ncol)
+        here = self._distance[position]
         for action, (dr, dc) in enumerate(_DELTAS):
             r, c = row + dr, col + dc
             if 0 <= r < self.nrow and 0 <= c < self.ncol:

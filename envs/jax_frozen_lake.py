@@ -24,12 +24,17 @@ turned into numpy tables at construction and closed over, so ``jax.jit(jax.vmap(
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from gymnasium.envs.toy_text.frozen_lake import MAPS
+
+from envs.base import TextObservation
+from envs.jax_prompts import PromptTable, hash_vectors
 
 LEFT, DOWN, RIGHT, UP = range(4)
 _DELTAS = ((0, -1), (1, 0), (0, 1), (-1, 0))  # (drow, dcol) in gymnasium's action order
@@ -165,4 +170,70 @@ def make_frozen_lake(
     )
 
 
-__all__ = ["FrozenLakeEnv", "FrozenLakeState", "make_frozen_lake"]
+@dataclass(frozen=True, eq=False)
+class FrozenLakePromptTable(PromptTable):
+    """:class:`envs.jax_prompts.PromptTable` of a Frozen Lake map: one prompt per cell, the observation vector is the
+    cell index as a 1-vector (``obs[..., None]`` of :func:`make_frozen_lake`'s observations), the non-terminal
+    cells first, then the holes and the goal."""
+
+    map_name: str = "4x4"
+
+    def text_observation(self, prompt_id: int) -> TextObservation:
+        if not 0 <= int(prompt_id) < len(self.prompts):
+            raise ValueError(f"jax_frozen_lake: prompt id must be in 0..{len(self.prompts) - 1}")
+        return _text_env(self.map_name).observation_at(int(self.prompt_vectors[int(prompt_id), 0]))
+
+
+@cache
+def _text_env(map_name: str):
+    from envs.frozen_lake import FrozenLake  # the text env renders the prompts (gymnasium's map)
+
+    return FrozenLake(map_name=map_name)
+
+
+@cache
+def prompt_table(map_name: str = "4x4") -> FrozenLakePromptTable:
+    """The prompt table of the non-slippery ``map_name`` lake (see :class:`FrozenLakePromptTable`)."""
+    env = _text_env(map_name)
+    flat = "".join(env.desc)
+    cells = sorted(range(len(flat)), key=lambda c: (flat[c] in "HG", c))  # non-terminal cells first
+    vectors = np.array(cells, np.int32)[:, None]
+    obs = [env.observation_at(c) for c in cells]
+    hashes = np.asarray(hash_vectors(vectors))  # distinct for 1-vectors of distinct ints: FNV-1a is a bijection
+    order = np.argsort(hashes, kind="stable").astype(np.int32)
+    return FrozenLakePromptTable(
+        task=-1,
+        obs_vectors=vectors,
+        terminal=np.array([flat[c] in "HG" for c in cells]),
+        prompt_of_obs=np.arange(len(cells), dtype=np.int32),
+        prompts=tuple(o.prompt for o in obs),
+        actions=tuple(tuple(o.actions) for o in obs),
+        states=tuple(o.state for o in obs),
+        prompt_vectors=vectors,
+        num_prompts=sum(flat[c] not in "HG" for c in cells),
+        salt=0,
+        sorted_hashes=hashes[order],
+        hash_order=order,
+        map_name=map_name,
+    )
+
+
+def expert_actions(map_name: str = "4x4") -> tuple[np.ndarray, np.ndarray]:
+    """(expert [P] int32, agreement [P] = 1) per prompt id of :func:`prompt_table`: the BFS expert's move at each
+    non-terminal cell, -1 at the holes and the goal."""
+    table = prompt_table(map_name)
+    env = _text_env(map_name)
+    expert = np.full(len(table.prompts), -1, np.int32)
+    for pid in range(table.num_prompts):
+        expert[pid] = env.expert_at(int(table.prompt_vectors[pid, 0]))
+    return expert, np.ones(len(table.prompts), np.float32)
+
+
+__all__ = [
+    "FrozenLakeEnv",
+    "FrozenLakePromptTable",
+    "FrozenLakeState",
+    "expert_actions",
+    "make_frozen_lake",
+    "prompt_table",
+]

@@ -231,11 +231,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--prompt",
-        choices=("env", "paper", "chat", "transcript"),
+        choices=("env", "paper", "chat", "transcript", "transcript-state"),
         default="env",
         help="env: the environment's prompt, actions scored as its continuation (TWOSOME); "
         "paper: RL-LLM-Prior's query listing the admissible actions; chat: that in the chat template; "
-        "transcript: expert demonstrations of other training tasks + this episode's transcript (online runs)",
+        "transcript: expert demonstrations of other training tasks + this episode's transcript (online runs); "
+        "transcript-state: the same demonstrations + the current state only (a function of the observation: "
+        "offline runs and the compiled loop)",
     )
     p.add_argument(
         "--transcript-demos",

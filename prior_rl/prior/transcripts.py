@@ -53,7 +53,13 @@ from typing import Any
 from envs.base import TextObservation
 from prior_rl.prior.segments import SegmentedPrompt
 
-DEFAULT_NORMALIZE: dict[str, bool] = {"env": True, "paper": True, "chat": True, "transcript": False}
+DEFAULT_NORMALIZE: dict[str, bool] = {
+    "env": True,
+    "paper": True,
+    "chat": True,
+    "transcript": False,
+    "transcript-state": False,
+}
 """Length normalisation (``ActionPrior(normalize=...)``: mean token log-prob instead of the sum) per prompt family,
 as measured by ``python -m benchmarks.prior_alfworld --stride 4`` (benchmarks/RESULTS.md, SmolLM2-135M). With
 transcripts the sum wins on every suite: mean p(expert) ALFWorld unseen 0.51 vs 0.11, train 0.47 vs 0.17,
@@ -435,6 +441,8 @@ class TranscriptPrompt:
                         3 games. Other families have no thought.
     require_transcript: refuse observations without ``extra["transcript_steps"] == len(obs.history)`` (i.e. not
                         from :class:`envs.history.WithTranscript`), whose history may miss the episode's start.
+    episode:            False: the prompt holds the current state as turn 0 and no episode history — a function of
+                        the observation alone (``--prompt transcript-state``: the compiled loops, offline data).
     """
 
     n_demos: int = 3
@@ -449,6 +457,7 @@ class TranscriptPrompt:
     tokenizer: Any = None
     reserve: int = 32
     require_transcript: bool = True
+    episode: bool = True
     think: bool = True
     action_prefix: str = ""
     _preambles: dict[TaskId, tuple[str, tuple[Demonstration, ...]]] = field(
@@ -502,7 +511,9 @@ class TranscriptPrompt:
         return hit
 
     def all_turns(self, obs: TextObservation) -> tuple[str, ...]:
-        """Every turn of the episode so far, before any budget."""
+        """Every turn of the episode so far, before any budget (``episode=False``: the current state alone)."""
+        if not self.episode:
+            return (first_turn(obs.task, obs.state or obs.prompt, self._think(obs.family)),)
         if self.require_transcript and obs.extra.get("transcript_steps") != len(obs.history):
             raise ValueError(
                 "a transcript prompt needs the whole episode in obs.history: wrap the environment in "

@@ -13,7 +13,7 @@ ALGOS = ("dqn-prior", "dqn", "llm", "ppo-prior", "ppo")
 VALUE_ALGOS = ("dqn-prior", "dqn")
 PRIOR_ALGOS = ("dqn-prior", "llm", "ppo-prior", "cql-prior")
 OFFLINE_ALGOS = ("cql-prior", "cql")
-PROMPTS = ("env", "paper", "chat", "transcript")
+PROMPTS = ("env", "paper", "chat", "transcript", "transcript-state")
 SELECTIONS = ("fixed", "similar")
 CONTEXT_CACHES = ("episode", "preamble", "off")
 
@@ -103,10 +103,10 @@ class RunConfig:
             raise ValueError(f"history must be 0 (none) or a positive number of steps, got {self.history}")
         if self.prompt not in PROMPTS:
             raise ValueError(f"unknown prompt {self.prompt!r}; valid prompts are: {', '.join(PROMPTS)}")
-        if self.prompt == "transcript" and self.history:
+        if self.prompt.startswith("transcript") and self.history:
             raise ValueError(
-                "--history applies to the paper/chat prompts; --prompt transcript keeps the whole episode "
-                "(bound it with --transcript-turns)"
+                f"--history applies to the paper/chat prompts; --prompt {self.prompt} has its own (transcript: the "
+                "whole episode, bounded with --transcript-turns; transcript-state: none)"
             )
         if self.transcript_demos < 0:
             raise ValueError(f"transcript_demos must be >= 0, got {self.transcript_demos}")
@@ -253,7 +253,7 @@ class OfflineConfig(RunConfig):
         if self.prompt == "transcript":
             raise ValueError(
                 "--prompt transcript needs each state's episode so far, which dataset transitions do not carry; "
-                "offline runs take --prompt env, paper or chat"
+                "offline runs take --prompt env, paper, chat or transcript-state"
             )
 
     @property

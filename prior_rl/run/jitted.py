@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from envs import jax_frozen_lake as jfl
 from envs import jax_overcooked as jo
 from envs import jax_prompts
 from prior_rl import replay
@@ -40,7 +41,9 @@ JAX_ENVS = {
     "overcooked-tomato-salad": 0,
     "overcooked-tomato-lettuce-salad": 3,
     "overcooked-tomato-lettuce-onion-salad": 6,
+    "frozen-lake": -1,  # the 4x4 non-slippery lake of envs.jax_frozen_lake (not an Overcooked task)
 }
+FROZEN_LAKE = "frozen-lake"
 CACHE_DIR = Path(os.path.expanduser("~/.cache/prior_rl/tables"))
 
 
@@ -108,13 +111,15 @@ class JitConfig:
             raise ValueError(f"jitted loop: features must be one of {FEATURES} and discount one of {DISCOUNTS}")
         if self.env_steps % self.eval_every or self.eval_every % self.num_envs:
             raise ValueError("jitted loop: eval_every must divide env_steps and be a multiple of num_envs")
-        if self.prompt not in ("env", "paper", "chat"):
+        if self.prompt not in ("env", "paper", "chat", "transcript-state"):
             raise ValueError(
                 f"jitted loop: --prompt {self.prompt} is not a function of the observation alone (transcript prompts "
-                "need the episode); use env, paper or chat, or the Python loop (prior-rl train)"
+                "need the episode); use env, paper, chat or transcript-state, or the Python loop (prior-rl train)"
             )
         if self.llm.startswith(synthetic.PREFIX):
             synthetic.parse_spec(self.llm)
+        if self.env == FROZEN_LAKE and self.discount == "smdp":
+            raise ValueError("jitted loop: discount='smdp' needs macro actions; Frozen Lake has primitive moves only")
 
     @property
     def episode_steps(self) -> int:
@@ -164,9 +169,26 @@ def _cached(name: str, key: str, compute, cache: bool) -> dict[str, np.ndarray]:
     return arrays
 
 
+def prompt_table_of(env: str) -> jax_prompts.PromptTable:
+    """The prompt table of ``env``: an Overcooked task's (:func:`envs.jax_prompts.prompt_table`) or the 4x4 lake's
+    (:func:`envs.jax_frozen_lake.prompt_table`)."""
+    return jfl.prompt_table("4x4") if env == FROZEN_LAKE else jax_prompts.prompt_table(task_of(env))
+
+
+def num_actions_of(env: str) -> int:
+    """A: the width of the per-prompt tables (the macro count of an Overcooked task, 4 moves on Frozen Lake)."""
+    return 4 if env == FROZEN_LAKE else jo.make_overcooked(task_of(env)).num_actions
+
+
 def experts(env: str, cache: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """(expert [P] int32, agreement [P]) of :func:`envs.jax_prompts.expert_actions`, cached on disk."""
-    compute = lambda: dict(zip(("expert", "agreement"), jax_prompts.expert_actions(task_of(env))))
+    """(expert [P] int32, agreement [P]) of :func:`envs.jax_prompts.expert_actions` (Frozen Lake: the BFS expert of
+    :func:`envs.jax_frozen_lake.expert_actions`), cached on disk."""
+    fn = (
+        (lambda: jfl.expert_actions("4x4"))
+        if env == FROZEN_LAKE
+        else (lambda: jax_prompts.expert_actions(task_of(env)))
+    )
+    compute = lambda: dict(zip(("expert", "agreement"), fn()))
     z = _cached(f"{env}-expert", env, compute, cache)
     return z["expert"], z["agreement"]
 
@@ -174,9 +196,9 @@ def experts(env: str, cache: bool = True) -> tuple[np.ndarray, np.ndarray]:
 def _llm_prior(config: JitConfig, store: Any) -> dict[str, np.ndarray]:
     from prior_rl.run.models import ModelStore
 
-    table = jax_prompts.prompt_table(task_of(config.env))
+    table = prompt_table_of(config.env)
     obs = [table.text_observation(pid) for pid in range(len(table.prompts))]
-    num_actions = jo.make_overcooked(table.task).num_actions
+    num_actions = num_actions_of(config.env)
     prior = (store or ModelStore()).prior(config.llm, 1.0, config.prompt, config.length_normalize)
     logp = np.full((len(obs), num_actions), -np.inf, np.float32)
     mask = np.zeros((len(obs), num_actions), bool)
@@ -187,8 +209,8 @@ def _llm_prior(config: JitConfig, store: Any) -> dict[str, np.ndarray]:
 
 def admissible_mask(env: str) -> np.ndarray:
     """[P, A] bool: the admissible macros of every prompt id."""
-    table = jax_prompts.prompt_table(task_of(env))
-    num_actions = jo.make_overcooked(table.task).num_actions
+    table = prompt_table_of(env)
+    num_actions = num_actions_of(env)
     return np.arange(num_actions) < np.array([len(a) for a in table.actions])[:, None]
 
 
@@ -205,7 +227,7 @@ def expert_mix_logp(mask: np.ndarray, expert: np.ndarray, p_expert: float) -> np
 def mean_p_expert(env: str, logp: np.ndarray) -> float:
     """Mean over the non-terminal prompts of the prior's probability of the expert macro."""
     expert, _ = experts(env)
-    n = jax_prompts.prompt_table(task_of(env)).num_prompts
+    n = prompt_table_of(env).num_prompts
     rows = np.arange(n)
     return float(np.exp(np.asarray(logp)[rows, np.maximum(expert[:n], 0)]).mean())
 
@@ -224,7 +246,7 @@ def _text_features(config: JitConfig, store: Any, mask: np.ndarray) -> dict[str,
     from prior_rl.bridge.features import candidate_texts
     from prior_rl.run.models import ModelStore
 
-    table = jax_prompts.prompt_table(task_of(config.env))
+    table = prompt_table_of(config.env)
     obs = [table.text_observation(pid) for pid in range(len(table.prompts))]
     encoder = (store or ModelStore()).encoder(config.encoder)
     if config.features == "text-split":
@@ -247,7 +269,7 @@ def _feature_llm(config: JitConfig) -> str:
 def _llm_features(config: JitConfig, store: Any, mask: np.ndarray) -> dict[str, np.ndarray]:
     from prior_rl.run.models import ModelStore
 
-    table = jax_prompts.prompt_table(task_of(config.env))
+    table = prompt_table_of(config.env)
     obs = [table.text_observation(pid) for pid in range(len(table.prompts))]
     prior = (store or ModelStore()).prior(_feature_llm(config), 1.0, config.prompt, config.length_normalize)
     flat = np.concatenate(prior.action_features(obs))  # [Σ actions, D], prompt by prompt
@@ -278,7 +300,7 @@ def build_tables(config: JitConfig, store: Any = None, cache: bool = True) -> Ta
     when ``cache``."""
     logp, mask = _prior_table(config, store, cache)
     feat = _feature_table(config, store, mask, cache)
-    t = jax_prompts.prompt_table(task_of(config.env))
+    t = prompt_table_of(config.env)
     return Tables(logp, mask, feat, t.sorted_hashes, t.hash_order, t.obs_vectors, t.prompt_of_obs, np.uint32(t.salt))
 
 
@@ -351,9 +373,20 @@ def _epsilon(config: JitConfig, env_steps: jax.Array) -> jax.Array:
 def env_fns(config: JitConfig):
     """(env, step, reset_where, start, start_obs), built once per :func:`make_train`: ``step`` is jitted so that
     its (long) trace is made once per batch size and reused by every evaluation mode and the training step."""
-    env = jo.make_overcooked(task_of(config.env), max_steps=config.episode_steps)
-    step = jax.jit(jax.vmap(lambda s, a: env.step(None, s, a)))
-    start, start_obs = env.reset(None)
+    if config.env == FROZEN_LAKE:
+        env = jfl.make_frozen_lake("4x4", max_steps=config.episode_steps)
+
+        def one_step(s, a):  # the cell index as a 1-vector: the prompt table's observation vectors
+            s, obs, reward, done, info = env.step(None, s, a)  # no key: the lake is not slippery
+            return s, obs[None], reward, done, info
+
+        step = jax.jit(jax.vmap(one_step))
+        start, start_obs = env.reset(None)
+        start_obs = start_obs[None]
+    else:
+        env = jo.make_overcooked(task_of(config.env), max_steps=config.episode_steps)
+        step = jax.jit(jax.vmap(lambda s, a: env.step(None, s, a)))
+        start, start_obs = env.reset(None)
 
     def reset_where(done, state, obs):
         fresh = jax.tree.map(lambda x: jnp.broadcast_to(x, (done.shape[0],) + x.shape), start)
@@ -383,12 +416,12 @@ def _policy(agent, config: JitConfig, tables: Tables, table, mode: str):
     return act
 
 
-def _evaluate(act, config: JitConfig, fns, agent_state, key) -> tuple[jax.Array, jax.Array]:
+def evaluate_policy(act, config: JitConfig, fns, agent_state, key) -> tuple[jax.Array, jax.Array]:
     """(success rate, mean return) of ``eval_episodes`` episodes of policy ``act`` run side by side."""
-    _, step, _, start, _ = fns
+    _, step, _, start, start_obs = fns
     n = config.eval_episodes
     state = jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + x.shape), start)
-    obs = jax.vmap(jo.observation)(state)
+    obs = jnp.broadcast_to(jnp.asarray(start_obs), (n,) + start_obs.shape)  # reset is deterministic
 
     def body(c, key):
         state, obs, ret, success, live = c
@@ -407,7 +440,7 @@ def evaluate_all(agent, config: JitConfig, fns, tables: Tables, table, agent_sta
     policy over ``config``'s candidates, ``eval_episodes`` episodes each, on the env of ``fns`` (:func:`env_fns`)."""
     out = {}
     for mode, k in zip(EVAL_MODES, jax.random.split(key, len(EVAL_MODES))):
-        success, ret = _evaluate(_policy(agent, config, tables, table, mode), config, fns, agent_state, k)
+        success, ret = evaluate_policy(_policy(agent, config, tables, table, mode), config, fns, agent_state, k)
         out[f"eval_success_{mode}"], out[f"eval_return_{mode}"] = success, ret
     return out
 
@@ -535,6 +568,7 @@ __all__ = [
     "candidates",
     "env_fns",
     "evaluate_all",
+    "evaluate_policy",
     "expert_mix_logp",
     "experts",
     "make_train",
@@ -544,6 +578,8 @@ __all__ = [
     "rows",
     "flat_features",
     "make_agent",
+    "num_actions_of",
+    "prompt_table_of",
     "task_of",
     "updates_per_run",
 ]

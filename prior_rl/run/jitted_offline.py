@@ -28,7 +28,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from envs import jax_prompts
 from prior_rl import replay
 from prior_rl.agents import QConfig, make_cql, make_cql_prior
 from prior_rl.run import jitted, sweep
@@ -121,7 +120,7 @@ class OfflineData(NamedTuple):
 def dataset_arrays(env: str, transitions: Sequence[Any]) -> OfflineData:
     """:class:`OfflineData` of text transitions (:class:`prior_rl.io.datasets.Transition`): each (state text,
     admissible labels) is matched to its prompt id. A state the JAX env cannot reach is a ``ValueError`` naming it."""
-    table = jax_prompts.prompt_table(jitted.task_of(env))
+    table = jitted.prompt_table_of(env)
     index: dict[tuple[str, tuple[str, ...]], int] = {}
     for pid, key in enumerate(zip(table.states, table.actions)):
         index.setdefault(key, pid)

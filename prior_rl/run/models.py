@@ -25,16 +25,24 @@ def _prompt_fn(prompt: str, transcript: TranscriptOptions, demo_options: tuple[t
     ``transcript[0]`` expert demonstrations of other training tasks (selection ``transcript[1]``), then this
     episode's transcript (at most ``transcript[2]`` turns; None = all) and the cue ``"> "``
     (:class:`prior_rl.prior.transcripts.TranscriptPrompt`; the environment must be wrapped in
-    :class:`envs.history.WithTranscript`); ``demo_options`` go to the demonstrations' environments (never the
-    split)."""
+    :class:`envs.history.WithTranscript`); "transcript-state": the same preamble and the current state alone as
+    turn 0 (no episode history: a function of the observation); ``demo_options`` go to the demonstrations'
+    environments (never the split)."""
     from prior_rl.prior import PromptBuilder
 
-    if prompt == "transcript":
+    if prompt in ("transcript", "transcript-state"):
         import envs
         from prior_rl.prior.transcripts import TranscriptPrompt
 
         n_demos, selection, max_turns = transcript
-        return TranscriptPrompt(n_demos, selection, max_turns, make_env=envs.make, env_options=dict(demo_options))
+        return TranscriptPrompt(
+            n_demos,
+            selection,
+            max_turns,
+            make_env=envs.make,
+            env_options=dict(demo_options),
+            episode=prompt == "transcript",
+        )
     return {"env": _env_prompt, "paper": PromptBuilder(), "chat": PromptBuilder(chat=True)}[prompt]
 
 
@@ -120,7 +128,7 @@ class ModelStore:
             return synthetic.ExpertMixturePrior(p_expert, temperature)
         if normalize is None:
             normalize = DEFAULT_NORMALIZE[prompt]
-        demo_options = tuple((k, v) for k, v in env_options if k != "split") if prompt == "transcript" else ()
+        demo_options = tuple((k, v) for k, v in env_options if k != "split") if prompt.startswith("transcript") else ()
 
         def load():
             from prior_rl.prior import ActionPrior, PriorCache
@@ -141,7 +149,7 @@ class ModelStore:
             key += ("no-generation-cache",)
         if (llm_dtype, llm_shards) != ("float32", 1):
             key += (llm_dtype, str(llm_shards))
-        if prompt == "transcript":
+        if prompt.startswith("transcript"):
             key += (repr(transcript), context_cache, repr(demo_options))
         return self._get(key, load)
 
