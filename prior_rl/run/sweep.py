@@ -64,18 +64,26 @@ def compile_and_run(fn: Any, *args: Any) -> tuple[Any, float, float]:
 
 
 def run_sweep(
-    config: jitted.JitConfig,
+    config: Any,
     seeds: int | Sequence[int],
     p_experts: Optional[Sequence[float]] = None,
     base_seed: int = 0,
     store: Any = None,
 ) -> SweepResult:
-    """Train ``config`` for every seed (and every synthetic prior of ``p_experts``) in one compiled call."""
+    """Train ``config`` for every seed (and every synthetic prior of ``p_experts``) in one compiled call.
+    ``config``: a :class:`jitted.JitConfig` (DQN-Prior, DQN, the LLM policy) or a
+    :class:`prior_rl.run.jitted_ppo.PPOJitConfig` (PPO, PPO-Prior), whose ``online_view()`` names the tables."""
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     t = time.perf_counter()
-    tables = jitted.build_tables(config, store)
+    if isinstance(config, jitted.JitConfig):
+        tables = jitted.build_tables(config, store)
+        train = jitted.make_train(config, tables)
+    else:
+        from prior_rl.run import jitted_ppo
+
+        tables = jitted.build_tables(config.online_view(), store)
+        train = jitted_ppo.make_train(config, tables)
     table_s = time.perf_counter() - t
-    train = jitted.make_train(config, tables)
     keys = seed_keys(seeds, base_seed)
     if p_experts:
         expert, _ = jitted.experts(config.env)
