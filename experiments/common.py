@@ -254,3 +254,49 @@ def run_each(items: Sequence[Any], fn: Callable[[Any], Any], describe: Callable[
         out.append(fn(item))
         log(f"{i}/{len(items)} {describe(item)} done in {time.perf_counter() - t0:.1f}s")
     return out
+
+
+def read_curves(folder: Path) -> tuple[np.ndarray, dict[str, dict[str, np.ndarray]]]:
+    """(steps [E], {setting: {metric: [S, E]}}) from a unit's curves.csv."""
+    with open(folder / "curves.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    steps = np.array(sorted({int(r["env_steps"]) for r in rows}))
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for setting in dict.fromkeys(r["setting"] for r in rows):
+        mine = [r for r in rows if r["setting"] == setting]
+        seeds = sorted({int(r["seed"]) for r in mine})
+        metrics = [k for k in mine[0] if k.startswith("eval_success_")]
+        grid = {m: np.zeros((len(seeds), len(steps))) for m in metrics}
+        for r in mine:
+            for m in metrics:
+                grid[m][seeds.index(int(r["seed"])), list(steps).index(int(r["env_steps"]))] = float(r[m])
+        out[setting] = grid
+    return steps, out
+
+
+def save_small(fig, path: Path) -> None:
+    """Save a figure small (90 dpi, tight): the results folders are committed."""
+    fig.set_dpi(90)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def format_ci(r: dict[str, Any], key: str) -> str:
+    """``value [lo, hi]`` of a summary row's ``key`` and its interval."""
+    return f"{float(r[key]):.2f} [{float(r[key + '_lo']):.2f}, {float(r[key + '_hi']):.2f}]"
+
+
+def format_reach(r: dict[str, Any]) -> str:
+    """The median samples to 0.9 success and the fraction of seeds that reach it."""
+    med = r.get("to_0.9_median")
+    frac = f"{float(r['to_0.9_reached']):.2f}"
+    return f"{float(med):,.0f} ({frac} of seeds)" if med not in (None, "") else f"> budget ({frac} of seeds)"
+
+
+def verdict(a: dict[str, Any], b: dict[str, Any], key: str) -> str:
+    """'A > B' / 'A < B' when the 95% intervals of ``key`` do not overlap, else 'not resolved'."""
+    if float(a[f"{key}_lo"]) > float(b[f"{key}_hi"]):
+        return "A > B"
+    if float(a[f"{key}_hi"]) < float(b[f"{key}_lo"]):
+        return "A < B"
+    return "not resolved"

@@ -185,10 +185,6 @@ def paper_ratio(n_prior: float, n_cql: float) -> float:
     return 1.0 - n_prior / n_cql if np.isfinite(n_prior) else float("-inf")
 
 
-def _ci(r: dict[str, Any], key: str) -> str:
-    return f"{float(r[key]):.2f} [{float(r[key + '_lo']):.2f}, {float(r[key + '_hi']):.2f}]"
-
-
 def plot_sizes(out: Path, rows: list[dict[str, Any]], mode: str = "greedy") -> None:
     """Final-success IQM (95% CI) vs dataset size, one panel per data source, a line per method × features."""
     import matplotlib
@@ -261,7 +257,8 @@ def report(rows: list[dict[str, Any]], ratios: dict[str, list[dict]]) -> str:
         lines += ["|---|---|---|---|---|---|"]
         for r in mine:
             lines.append(
-                f"| {r['unit']} | {r['eval']} | {_ci(r, 'final_iqm')} | {_ci(r, 'auc_iqm')} | "
+                f"| {r['unit']} | {r['eval']} | {common.format_ci(r, 'final_iqm')} | "
+                f"{common.format_ci(r, 'auc_iqm')} | "
                 f"{float(r['coverage']):.2f} | {float(r['wall_s']):.0f} |"
             )
         lines.append("")

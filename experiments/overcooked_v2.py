@@ -11,6 +11,9 @@ resumes where it was):
   (``text-split``), the prior LLM's own hidden state after each candidate (``llm``, DQN-Prior only) and the
   oracle one-hot (prompt, action) features (``onehot``), and γ per macro step vs γ^τ
   (``smdp``);
+* ``<task>-dqn-prior-text-transcript``: DQN-Prior with the transcript prior (``--prompt transcript-state``: three
+  expert demonstrations of another task + the current state; the compiled loop needs a prompt that is a function
+  of the observation, so this episode's earlier turns are not in it), placed on the prior-quality curve;
 * ``prior-quality``: DQN-Prior on Tomato-Lettuce with synthetic expert-mix priors P ∈ {0, 0.1, 0.2, 0.3, 0.5, 0.9} (one
   program, a vmap axis over priors), where the real SmolLM2 prior is placed by its measured p(expert).
 
@@ -22,7 +25,6 @@ bootstrap intervals, and the samples to reach 0.9. Writes ``summary.csv``, per-u
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import time
@@ -31,8 +33,17 @@ from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
-from experiments.common import log, parser, results_dir, write_csv
-from prior_rl.io.logs import save_figure
+from experiments.common import (
+    format_ci,
+    format_reach,
+    log,
+    parser,
+    read_curves,
+    results_dir,
+    save_small,
+    verdict,
+    write_csv,
+)
 from prior_rl.run import jitted, stats, sweep
 
 TS, TL = "overcooked-tomato-salad", "overcooked-tomato-lettuce-salad"
@@ -67,6 +78,8 @@ def units(quick: bool) -> list[Unit]:
         out.append(Unit(f"{SHORT[env]}-dqn-prior-text-split", split))
         hidden = dataclasses.replace(base, algo="dqn-prior", features="llm")
         out.append(Unit(f"{SHORT[env]}-dqn-prior-llm", hidden))
+        transcript = dataclasses.replace(base, algo="dqn-prior", prompt="transcript-state", length_normalize=False)
+        out.append(Unit(f"{SHORT[env]}-dqn-prior-text-transcript", transcript))
     out.append(Unit("prior-quality", jitted.JitConfig(env=TL, env_steps=20_000, eval_every=500), P_EXPERTS))
     return out
 
@@ -100,6 +113,7 @@ def summary_rows(summaries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                     "algo": c["algo"],
                     "features": c["features"],
                     "discount": c["discount"],
+                    "prompt": c.get("prompt", "env"),
                     "env_steps": c["env_steps"],
                     "wall_s": round(wall, 1),
                     **r,
@@ -107,30 +121,6 @@ def summary_rows(summaries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             )
 
     return rows
-
-
-def _curves(folder: Path) -> tuple[np.ndarray, dict[str, dict[str, np.ndarray]]]:
-    """(steps [E], {setting: {metric: [S, E]}}) from a unit's curves.csv."""
-    with open(folder / "curves.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    steps = np.array(sorted({int(r["env_steps"]) for r in rows}))
-    out: dict[str, dict[str, np.ndarray]] = {}
-    for setting in dict.fromkeys(r["setting"] for r in rows):
-        mine = [r for r in rows if r["setting"] == setting]
-        seeds = sorted({int(r["seed"]) for r in mine})
-        metrics = [k for k in mine[0] if k.startswith("eval_success_")]
-        grid = {m: np.zeros((len(seeds), len(steps))) for m in metrics}
-        for r in mine:
-            for m in metrics:
-                grid[m][seeds.index(int(r["seed"])), list(steps).index(int(r["env_steps"]))] = float(r[m])
-        out[setting] = grid
-    return steps, out
-
-
-def _save(fig, path: Path) -> None:
-    fig.set_dpi(90)
-    fig.tight_layout()
-    save_figure(fig, path)
 
 
 def plot_curves(out: Path, names: list[str], mode: str = "greedy") -> None:
@@ -144,7 +134,7 @@ def plot_curves(out: Path, names: list[str], mode: str = "greedy") -> None:
     fig, axes = plt.subplots(1, len(envs), figsize=(4.6 * len(envs), 3.2), squeeze=False)
     for ax, env in zip(axes[0], envs):
         for name in [n for n in names if n.startswith(env + "-")]:
-            steps, grid = _curves(out / name)
+            steps, grid = read_curves(out / name)
             curves = next(iter(grid.values()))[f"eval_success_{mode}"]
             mid = [stats.iqm(curves[:, e]) for e in range(len(steps))]
             band = np.array([stats.bootstrap_ci(curves[:, e], stats.iqm, 300) for e in range(len(steps))])
@@ -153,7 +143,7 @@ def plot_curves(out: Path, names: list[str], mode: str = "greedy") -> None:
         ax.set(title=f"{env} ({mode} evaluation)", xlabel="environment samples", ylabel="success, IQM")
         ax.set_ylim(-0.02, 1.02)
         ax.legend(fontsize=6)
-    _save(fig, out / "curves.png")
+    save_small(fig, out / "curves.png")
 
 
 def plot_profiles(out: Path, names: list[str], mode: str = "greedy") -> None:
@@ -168,14 +158,14 @@ def plot_profiles(out: Path, names: list[str], mode: str = "greedy") -> None:
     fig, axes = plt.subplots(1, len(envs), figsize=(4.6 * len(envs), 3.0), squeeze=False)
     for ax, env in zip(axes[0], envs):
         for name in [n for n in names if n.startswith(env + "-")]:
-            _, grid = _curves(out / name)
+            _, grid = read_curves(out / name)
             final = next(iter(grid.values()))[f"eval_success_{mode}"][:, -1]
             frac, lo, hi = stats.performance_profile(final, taus, 300)
             ax.step(taus, frac, where="post", label=name[len(env) + 1 :], lw=1.2)
             ax.fill_between(taus, lo, hi, step="post", alpha=0.12)
         ax.set(title=f"{env}: final success ({mode})", xlabel="τ", ylabel="fraction of seeds > τ")
         ax.legend(fontsize=6)
-    _save(fig, out / "profiles.png")
+    save_small(fig, out / "profiles.png")
 
 
 def plot_prior_quality(out: Path, rows: list[dict[str, Any]], real: list[dict[str, Any]]) -> None:
@@ -208,35 +198,16 @@ def plot_prior_quality(out: Path, rows: list[dict[str, Any]], real: list[dict[st
                 ms=9,
                 capsize=2,
                 color="k" if mode == "greedy" else "gray",
-                label=f"SmolLM2, {mode}",
+                label=f"SmolLM2 {'transcript' if 'transcript' in r['unit'] else 'zero-shot'}, {mode}",
             )
     ax.set(xlabel="mean p(expert) over the prompts", ylabel="final success, IQM", ylim=(-0.02, 1.02))
     ax.set_title("DQN-Prior on Tomato-Lettuce vs prior quality", fontsize=9)
     ax.legend(fontsize=6)
-    _save(fig, out / "prior_quality.png")
+    save_small(fig, out / "prior_quality.png")
 
 
 def _err(rows: list[dict[str, Any]], key: str) -> np.ndarray:
     return np.array([[r[key] - r[f"{key}_lo"] for r in rows], [r[f"{key}_hi"] - r[key] for r in rows]])
-
-
-def _ci(r: dict[str, Any], key: str) -> str:
-    return f"{float(r[key]):.2f} [{float(r[key + '_lo']):.2f}, {float(r[key + '_hi']):.2f}]"
-
-
-def _reach(r: dict[str, Any]) -> str:
-    med = r.get("to_0.9_median")
-    frac = f"{float(r['to_0.9_reached']):.2f}"
-    return f"{float(med):,.0f} ({frac} of seeds)" if med not in (None, "") else f"> budget ({frac} of seeds)"
-
-
-def verdict(a: dict[str, Any], b: dict[str, Any], key: str) -> str:
-    """'A > B' / 'A < B' when the 95% intervals of ``key`` do not overlap, else 'not resolved'."""
-    if float(a[f"{key}_lo"]) > float(b[f"{key}_hi"]):
-        return "A > B"
-    if float(a[f"{key}_hi"]) < float(b[f"{key}_lo"]):
-        return "A < B"
-    return "not resolved"
 
 
 COMPARISONS = (
@@ -247,6 +218,7 @@ COMPARISONS = (
     ("DQN-Prior: text-split vs text", "{t}-dqn-prior-text-split", "{t}-dqn-prior-text"),
     ("DQN-Prior: LLM hidden state vs text", "{t}-dqn-prior-llm", "{t}-dqn-prior-text"),
     ("DQN-Prior: one-hot vs LLM hidden state", "{t}-dqn-prior-onehot", "{t}-dqn-prior-llm"),
+    ("DQN-Prior: transcript vs zero-shot prior", "{t}-dqn-prior-text-transcript", "{t}-dqn-prior-text"),
     ("DQN-Prior: smdp vs macro", "{t}-dqn-prior-text-smdp", "{t}-dqn-prior-text"),
     ("DQN: smdp vs macro", "{t}-dqn-text-smdp", "{t}-dqn-text"),
 )
@@ -268,8 +240,8 @@ def report(rows: list[dict[str, Any]]) -> str:
         ]
         for r in mine:
             lines.append(
-                f"| {r['unit']} | {r['eval']} | {_ci(r, 'final_iqm')} | {_ci(r, 'auc_iqm')} | "
-                f"{_reach(r)} | {float(r['wall_s']):.0f} |"
+                f"| {r['unit']} | {r['eval']} | {format_ci(r, 'final_iqm')} | {format_ci(r, 'auc_iqm')} | "
+                f"{format_reach(r)} | {float(r['wall_s']):.0f} |"
             )
         lines += ["", "| comparison (A vs B) | eval | final IQM | over the curve |", "|---|---|---|---|"]
         for label, a, b in COMPARISONS:
@@ -286,7 +258,8 @@ def report(rows: list[dict[str, Any]]) -> str:
         lines += ["| prior | mean p(expert) | eval | final success IQM | samples to 0.9 |", "|---|---|---|---|---|"]
         for r in quality:
             lines.append(
-                f"| {r['setting']} | {float(r['p_expert']):.3f} | {r['eval']} | {_ci(r, 'final_iqm')} | {_reach(r)} |"
+                f"| {r['setting']} | {float(r['p_expert']):.3f} | {r['eval']} | {format_ci(r, 'final_iqm')} | "
+                f"{format_reach(r)} |"
             )
         lines.append("")
     return "\n".join(lines)
@@ -302,8 +275,12 @@ def main(argv: Optional[list[str]] = None, store: Any = None) -> Path:
     args = p.parse_args(argv)
     out = results_dir("overcooked_v2", args.out)
     seeds = args.seeds or (2 if args.quick else 32)
-    todo = [u for u in units(args.quick) if args.only is None or u.name in args.only]
-    summaries = {u.name: run_unit(u, seeds, out / u.name) for u in todo}
+    every = units(args.quick)
+    for u in every:
+        if args.only is None or u.name in args.only:
+            run_unit(u, seeds, out / u.name)
+    # the report covers every finished unit, not only this call's (--only reruns one part of the study)
+    summaries = {u.name: run_unit(u, seeds, out / u.name) for u in every if (out / u.name / "summary.json").exists()}
     rows = summary_rows(summaries)
     write_csv(out / "summary.csv", rows)
     learners = [n for n in summaries if n != "prior-quality"]
@@ -312,7 +289,11 @@ def main(argv: Optional[list[str]] = None, store: Any = None) -> Path:
         plot_profiles(out, learners)
     if "prior-quality" in summaries:
         real_env = summaries["prior-quality"]["config"]["env"]
-        real = [r for r in rows if r["env"] == real_env and r["algo"] == "dqn-prior" and r["unit"].endswith("-text")]
+        real = [
+            r
+            for r in rows
+            if r["env"] == real_env and r["algo"] == "dqn-prior" and r["unit"].endswith(("-text", "-text-transcript"))
+        ]
         plot_prior_quality(out, [r for r in rows if r["unit"] == "prior-quality"], real)
     (out / "report.md").write_text(report(rows) + "\n")
     log(f"wrote {out}")

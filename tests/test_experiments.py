@@ -13,7 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments import frozen_lake, offline_cql, offline_v2, overcooked_online, overcooked_v2, prior_ablations
+from experiments import (
+    frozen_lake,
+    offline_cql,
+    offline_v2,
+    overcooked_online,
+    overcooked_v2,
+    policy_v2,
+    prior_ablations,
+)
 from prior_rl.run import ModelStore, TrainConfig
 from tests.shared_data import reference_dir
 
@@ -63,6 +71,21 @@ def test_overcooked_v2_quick_and_resume(tmp_path, capsys):
     capsys.readouterr()
     overcooked_v2.main(["--quick", "--out", str(tmp_path)])
     assert capsys.readouterr().out.count("done before, skipped") == len(overcooked_v2.units(True))
+
+
+def test_policy_v2_quick_and_resume(tmp_path, capsys):
+    out = policy_v2.main(["--quick", "--out", str(tmp_path)])
+    rows = list(csv.DictReader(open(out / "summary.csv")))
+    expected = {u.name for u in policy_v2.units(True) if u.runner == "jax" or policy_v2.sb3_available()}
+    assert {r["unit"] for r in rows} == expected
+    assert {r["eval"] for r in rows} == {"greedy", "epsilon", "boltzmann"}
+    for r in rows:
+        assert 0.0 <= float(r["final_iqm_lo"]) <= float(r["final_iqm"]) <= float(r["final_iqm_hi"]) <= 1.0
+    assert (out / "curves.png").stat().st_size > 0
+    assert "lake-ppo-onehot" in (out / "report.md").read_text()
+    capsys.readouterr()
+    policy_v2.main(["--quick", "--out", str(tmp_path)])
+    assert capsys.readouterr().out.count("done before, skipped") == len(expected)
 
 
 def test_offline_v2_quick_and_resume(tmp_path, capsys):
