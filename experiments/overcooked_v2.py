@@ -13,7 +13,8 @@ resumes where it was):
   (``smdp``);
 * ``<task>-dqn-prior-text-transcript``: DQN-Prior with the transcript prior (``--prompt transcript-state``: three
   expert demonstrations of another task + the current state; the compiled loop needs a prompt that is a function
-  of the observation, so this episode's earlier turns are not in it), placed on the prior-quality curve;
+  of the observation, so this episode's earlier turns are not in it), placed on the prior-quality curve, and
+  ``-floor``: the same prior mixed with 10% uniform (``prior_floor=0.1``: no admissible macro below 0.1/|A|);
 * ``prior-quality``: DQN-Prior on Tomato-Lettuce with synthetic expert-mix priors P ∈ {0, 0.1, 0.2, 0.3, 0.5, 0.9} (one
   program, a vmap axis over priors), where the real SmolLM2 prior is placed by its measured p(expert).
 
@@ -80,6 +81,9 @@ def units(quick: bool) -> list[Unit]:
         out.append(Unit(f"{SHORT[env]}-dqn-prior-llm", hidden))
         transcript = dataclasses.replace(base, algo="dqn-prior", prompt="transcript-state", length_normalize=False)
         out.append(Unit(f"{SHORT[env]}-dqn-prior-text-transcript", transcript))
+        floored = dataclasses.replace(transcript, prior_floor=0.1)
+        out.append(Unit(f"{SHORT[env]}-dqn-prior-text-transcript-floor", floored))
+        out.append(Unit(f"{SHORT[env]}-llm-text-transcript", dataclasses.replace(transcript, algo="llm")))
     out.append(Unit("prior-quality", jitted.JitConfig(env=TL, env_steps=20_000, eval_every=500), P_EXPERTS))
     return out
 
@@ -198,12 +202,18 @@ def plot_prior_quality(out: Path, rows: list[dict[str, Any]], real: list[dict[st
                 ms=9,
                 capsize=2,
                 color="k" if mode == "greedy" else "gray",
-                label=f"SmolLM2 {'transcript' if 'transcript' in r['unit'] else 'zero-shot'}, {mode}",
+                label=f"SmolLM2 {_prior_label(r['unit'])}, {mode}",
             )
     ax.set(xlabel="mean p(expert) over the prompts", ylabel="final success, IQM", ylim=(-0.02, 1.02))
     ax.set_title("DQN-Prior on Tomato-Lettuce vs prior quality", fontsize=9)
     ax.legend(fontsize=6)
     save_small(fig, out / "prior_quality.png")
+
+
+def _prior_label(unit: str) -> str:
+    if unit.endswith("-floor"):
+        return "transcript + 10% uniform"
+    return "transcript" if "transcript" in unit else "zero-shot"
 
 
 def _err(rows: list[dict[str, Any]], key: str) -> np.ndarray:
@@ -218,7 +228,9 @@ COMPARISONS = (
     ("DQN-Prior: text-split vs text", "{t}-dqn-prior-text-split", "{t}-dqn-prior-text"),
     ("DQN-Prior: LLM hidden state vs text", "{t}-dqn-prior-llm", "{t}-dqn-prior-text"),
     ("DQN-Prior: one-hot vs LLM hidden state", "{t}-dqn-prior-onehot", "{t}-dqn-prior-llm"),
+    ("DQN-Prior vs LLM policy (transcript prior)", "{t}-dqn-prior-text-transcript", "{t}-llm-text-transcript"),
     ("DQN-Prior: transcript vs zero-shot prior", "{t}-dqn-prior-text-transcript", "{t}-dqn-prior-text"),
+    ("DQN-Prior: transcript + 10% uniform vs zero-shot", "{t}-dqn-prior-text-transcript-floor", "{t}-dqn-prior-text"),
     ("DQN-Prior: smdp vs macro", "{t}-dqn-prior-text-smdp", "{t}-dqn-prior-text"),
     ("DQN: smdp vs macro", "{t}-dqn-text-smdp", "{t}-dqn-text"),
 )
@@ -292,7 +304,9 @@ def main(argv: Optional[list[str]] = None, store: Any = None) -> Path:
         real = [
             r
             for r in rows
-            if r["env"] == real_env and r["algo"] == "dqn-prior" and r["unit"].endswith(("-text", "-text-transcript"))
+            if r["env"] == real_env
+            and r["algo"] == "dqn-prior"
+            and r["unit"].endswith(("-text", "-text-transcript", "-transcript-floor"))
         ]
         plot_prior_quality(out, [r for r in rows if r["unit"] == "prior-quality"], real)
     (out / "report.md").write_text(report(rows) + "\n")

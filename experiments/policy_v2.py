@@ -14,7 +14,8 @@ skipped, so a stopped run resumes where it was):
   ``Discrete`` encoding), evaluated at the same points; it needs ``stable-baselines3`` (the ``test`` extra);
 * ``<task>-ppo-prior-a<α>-<prior>``: PPO-Prior (policy logits started at the prior's, + α·KL(π ‖ p_LLM)) with
   α ∈ {0.01, 0.1, 1}, one-hot features, and the SmolLM2 prior zero-shot (``--prompt env``) or with transcript
-  demonstrations (``--prompt transcript-state``).
+  demonstrations (``--prompt transcript-state``); ``-floor``: α = 0.1 with the transcript prior mixed with 10%
+  uniform (``prior_floor=0.1``).
 
 Every evaluation runs greedy (argmax π), ε-greedy (ε = 0.05) and Boltzmann (a sample from π) episodes. Writes
 per-unit ``curves.csv``/``summary.json``, ``summary.csv``, ``report.md`` and ``curves.png`` into
@@ -75,6 +76,8 @@ def units(quick: bool) -> list[Unit]:
             for alpha in ALPHAS:
                 cfg = dataclasses.replace(base, algo="ppo-prior", kl_coef=alpha, prompt=prompt, length_normalize=mean)
                 out.append(Unit(f"{SHORT[env]}-ppo-prior-a{alpha:g}-{label}", cfg))
+        floored = dataclasses.replace(out[-2].config, prior_floor=0.1)  # α = 0.1, transcript, + 10% uniform
+        out.append(Unit(f"{SHORT[env]}-ppo-prior-a0.1-transcript-floor", floored))
     return out
 
 

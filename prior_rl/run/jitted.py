@@ -71,6 +71,9 @@ class JitConfig:
     discount:  'macro' (γ per macro step, the paper) or 'smdp' (γ^τ, τ the primitive steps inside the macro).
     Every evaluation runs ``eval_episodes`` episodes per mode of :data:`EVAL_MODES`: greedy over the candidates,
     ε-greedy with ``eval_epsilon`` and Boltzmann with ``eval_inv_temperature``.
+    prior_floor: f > 0 mixes the prior with the uniform distribution over the admissible actions,
+               p' = (1 − f)·p + f/|A(s)| (:func:`floor_logp`), so that no admissible action has a probability below
+               f/|A(s)| — a control for priors that put ~0 on a needed action.
     """
 
     env: str = "overcooked-tomato-salad"
@@ -102,9 +105,12 @@ class JitConfig:
     discount: str = "macro"
     eval_epsilon: float = 0.05
     eval_inv_temperature: float = 10.0
+    prior_floor: float = 0.0
 
     def __post_init__(self):
         task_of(self.env)
+        if not 0.0 <= self.prior_floor <= 1.0:
+            raise ValueError(f"jitted loop: prior_floor must be in [0, 1], got {self.prior_floor}")
         if self.algo not in ("dqn-prior", "dqn", "llm"):
             raise ValueError(f"jitted loop: algo must be 'dqn-prior', 'dqn' or 'llm', got {self.algo!r}")
         if self.features not in FEATURES or self.discount not in DISCOUNTS:
@@ -224,6 +230,13 @@ def expert_mix_logp(mask: np.ndarray, expert: np.ndarray, p_expert: float) -> np
     return np.where(mask, np.log(np.maximum(p, 1e-30)), -np.inf).astype(np.float32)
 
 
+def floor_logp(logp: np.ndarray, mask: np.ndarray, floor: float) -> np.ndarray:
+    """[P, A] log((1 − floor)·p + floor/|A(s)|) over the admissible set, −inf elsewhere."""
+    p = np.where(mask, np.exp(logp), 0.0)
+    mixed = (1.0 - floor) * p + floor * mask / np.maximum(mask.sum(1, keepdims=True), 1)
+    return np.where(mask, np.log(np.maximum(mixed, 1e-30)), -np.inf).astype(np.float32)
+
+
 def mean_p_expert(env: str, logp: np.ndarray) -> float:
     """Mean over the non-terminal prompts of the prior's probability of the expert macro."""
     expert, _ = experts(env)
@@ -299,6 +312,8 @@ def build_tables(config: JitConfig, store: Any = None, cache: bool = True) -> Ta
     (encoder and feature style, or one-hot), each read from / written to its npz cache under :data:`CACHE_DIR`
     when ``cache``."""
     logp, mask = _prior_table(config, store, cache)
+    if config.prior_floor:
+        logp = floor_logp(logp, mask, config.prior_floor)
     feat = _feature_table(config, store, mask, cache)
     t = prompt_table_of(config.env)
     return Tables(logp, mask, feat, t.sorted_hashes, t.hash_order, t.obs_vectors, t.prompt_of_obs, np.uint32(t.salt))
@@ -577,6 +592,7 @@ __all__ = [
     "replay_update",
     "rows",
     "flat_features",
+    "floor_logp",
     "make_agent",
     "num_actions_of",
     "prompt_table_of",

@@ -69,6 +69,7 @@ class PPOJitConfig:
     features: str = "onehot"
     eval_epsilon: float = 0.05
     eval_inv_temperature: float = 10.0  # unused by PPO (Boltzmann samples π itself); kept for the shared evaluator
+    prior_floor: float = 0.0  # as JitConfig: mix the prior with f·uniform (no admissible action below f/|A(s)|)
 
     def __post_init__(self):
         if self.algo not in ALGOS:
@@ -103,6 +104,7 @@ class PPOJitConfig:
             features=self.features,
             eval_epsilon=self.eval_epsilon,
             eval_inv_temperature=self.eval_inv_temperature,
+            prior_floor=self.prior_floor,
         )
 
     @property
