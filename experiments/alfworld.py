@@ -10,15 +10,17 @@ its value function generalises to unseen tasks. Every evaluation plays each task
 commands (about 1 s on an idle 2-core CPU), so the prior's answers are kept in a persistent cache
 (``--prior-cache``): a second run, or a run interrupted and started again, pays only for states it has not seen.
 
-Outputs (written as each method finishes, atomically): ``results.csv`` (one row per method × seed × split × k),
-``curves.csv`` (training-task success vs env samples) and ``alfworld.png`` (two panels: learning on the training
-tasks; unseen-task success vs k).
+Each finished (method, prior, prompt, seed) is kept in ``units/*.json``; a rerun skips those, so a long run
+stopped at any point loses only the unit in flight. Outputs (written as each method finishes, atomically):
+``results.csv`` (one row per method × seed × split × k), ``curves.csv`` (training-task success vs env samples)
+and ``alfworld.png`` (two panels: learning on the training tasks; unseen-task success vs k).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import time
 from collections.abc import Callable
@@ -29,6 +31,7 @@ import numpy as np
 
 from experiments import common
 from prior_rl.run import ModelStore, TrainConfig, evaluate, make_policy, train
+from prior_rl.run.sweep import atomic_write
 
 RESULTS = Path(__file__).resolve().parent / "results" / "alfworld"
 DEFAULT_PRIOR_CACHE = (
@@ -105,6 +108,14 @@ def run(
     for method, llm, method_seeds in plan:
         algo = "llm" if method.startswith("llm") else method
         for seed in method_seeds:
+            done = unit_path(out, method, llm, prompt, seed)
+            if done.exists():  # finished by an earlier call: a stopped run resumes at the unit in flight
+                unit = json.loads(done.read_text())
+                rows += unit["rows"]
+                curves += unit["curves"]
+                print(f"[alfworld] {method} {llm} {prompt} seed {seed}: done before, skipped", flush=True)
+                continue
+            n_rows, n_curves = len(rows), len(curves)
             config = TrainConfig(
                 algo=algo, seed=seed, env_steps=env_steps, eval_every=max(env_steps // evals, 1), llm=llm, **base
             )
@@ -177,6 +188,8 @@ def run(
                     }
                 )
                 cache.save()
+            done.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(done, json.dumps({"rows": rows[n_rows:], "curves": curves[n_curves:]}) + "\n")
             common.write_csv(out / "results.csv", rows)
             common.write_csv(out / "curves.csv", curves)
             print(
@@ -190,6 +203,11 @@ def run(
             )
     plot(rows, curves, out / "alfworld.png", episodes)
     return rows
+
+
+def unit_path(out: Path, method: str, llm: str, prompt: str, seed: int) -> Path:
+    """The file that marks one (method, prior, prompt, seed) as finished and holds its rows and curve points."""
+    return out / "units" / f"{method}-{llm.replace(':', '')}-{prompt}-s{seed}.json"
 
 
 def _k(algo: str, k: Optional[int]) -> Any:

@@ -198,8 +198,8 @@ def plot_prior_quality(out: Path, rows: list[dict[str, Any]], real: list[dict[st
                 [r["p_expert"]],
                 [r["final_iqm"]],
                 yerr=_err([r], "final_iqm"),
-                marker="*",
-                ms=9,
+                marker=_PRIOR_MARKERS[_prior_label(r["unit"])],
+                ms=7,
                 capsize=2,
                 color="k" if mode == "greedy" else "gray",
                 label=f"SmolLM2 {_prior_label(r['unit'])}, {mode}",
@@ -208,6 +208,9 @@ def plot_prior_quality(out: Path, rows: list[dict[str, Any]], real: list[dict[st
     ax.set_title("DQN-Prior on Tomato-Lettuce vs prior quality", fontsize=9)
     ax.legend(fontsize=6)
     save_small(fig, out / "prior_quality.png")
+
+
+_PRIOR_MARKERS = {"zero-shot": "*", "transcript": "X", "transcript + 10% uniform": "P"}
 
 
 def _prior_label(unit: str) -> str:

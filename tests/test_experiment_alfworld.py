@@ -15,7 +15,7 @@ needs_alfworld = pytest.mark.skipif(
 
 @needs_alfworld
 @pytest.mark.slow
-def test_alfworld_experiment_quick(tmp_path):
+def test_alfworld_experiment_quick(tmp_path, capsys):
     from experiments.alfworld import main
 
     rows = main(["--quick", "--out", str(tmp_path)])
@@ -30,6 +30,11 @@ def test_alfworld_experiment_quick(tmp_path):
     assert any(r["k"] == "1" for r in table)  # the k sweep ran
     assert all(0.0 <= float(r["success"]) <= 1.0 for r in table)
     assert (tmp_path / "alfworld.png").stat().st_size > 1000
+    # resumable: every finished (method, prior, prompt, seed) is kept and a rerun skips it with the same rows
+    capsys.readouterr()
+    again = main(["--quick", "--out", str(tmp_path)])
+    assert capsys.readouterr().out.count("done before, skipped") == 6  # 4 methods + 2 synthetic-prior units
+    assert list(csv.DictReader(open(tmp_path / "results.csv"))) == table and len(again) == len(rows)
 
 
 def test_persistent_prior_cache_saves_during_a_run_and_reloads(tmp_path):
