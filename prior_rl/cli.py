@@ -363,21 +363,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser(
         "sweep",
-        help="many seeds of the compiled DQN-Prior/DQN/LLM loop on the JAX Overcooked in one program",
+        help="many seeds of the compiled DQN-Prior/DQN/LLM or PPO/PPO-Prior loop on the JAX envs in one program",
         description="One jax.jit(jax.vmap(train)) over seeds (and over synthetic priors with --p-expert): per-seed "
         "curves (curves.csv), IQM with 95%% stratified bootstrap intervals (summary.json) and a plot (iqm.png).",
     )
-    w.add_argument("--env", type=env_name, default="overcooked-tomato-salad", help="an Overcooked task")
-    w.add_argument("--algo", default="dqn-prior", help="dqn-prior, dqn or llm")
+    w.add_argument(
+        "--env", type=env_name, default="overcooked-tomato-salad", help="an Overcooked task, or frozen-lake (4x4)"
+    )
+    w.add_argument("--algo", default="dqn-prior", help="dqn-prior, dqn, llm, ppo or ppo-prior")
     w.add_argument("--seeds", type=positive_int, default=16, help="seeds 0..N-1 (keys fold_in(key(--seed), i))")
     w.add_argument("--seed", type=nonnegative_int, default=0, help="base seed")
-    w.add_argument("--env-steps", type=positive_int, default=3000)
-    w.add_argument("--eval-every", type=positive_int, default=500)
+    w.add_argument("--env-steps", type=positive_int, default=None, help="default 3000 (PPO: 10240)")
+    w.add_argument(
+        "--eval-every", type=positive_int, default=None, help="default 500 (PPO: 1024, a multiple of its 128 rollout)"
+    )
     w.add_argument("--eval-episodes", type=positive_int, default=10)
     w.add_argument("--llm", default="smollm2", help="the prior: smollm2, a local model, or expert-mix:P")
-    w.add_argument("--prompt", choices=("env", "paper", "chat"), default="env")
+    w.add_argument("--prompt", choices=("env", "paper", "chat", "transcript-state"), default="env")
     w.add_argument("--encoder", default="minilm")
-    w.add_argument("--k", type=positive_int, default=5)
+    w.add_argument("--k", type=positive_int, default=None, help="prior samples per step (DQN-Prior; default 5)")
+    w.add_argument("--kl-coef", type=nonnegative_float, default=None, help="α of PPO-Prior (default 0.1)")
+    w.add_argument(
+        "--prior-floor",
+        type=probability,
+        default=0.0,
+        help="mix the prior with this share of uniform over the admissible actions (a control; default 0)",
+    )
     w.add_argument(
         "--features",
         choices=("text", "text-split", "onehot", "llm"),
@@ -385,7 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="Q features: the paper's strings, state and action encoded apart (text-split), the one-hot oracle, or "
         "the prior LLM's hidden state after each action (llm)",
     )
-    w.add_argument("--discount", choices=("macro", "smdp"), default="macro", help="γ per macro, or γ^τ (semi-MDP)")
+    w.add_argument(
+        "--discount", choices=("macro", "smdp"), default=None, help="γ per macro (default), or γ^τ (semi-MDP); DQN"
+    )
     w.add_argument("--p-expert", type=probability, nargs="+", default=None, metavar="P", help="sweep expert-mix:P")
     w.add_argument("--out", default=None, help="output directory (default runs/sweep-<env>-<algo>)")
 
@@ -497,21 +510,9 @@ def _run_training(args: argparse.Namespace) -> int:
 def _run_sweep(args: argparse.Namespace) -> int:
     out = Path(args.out or Path("runs") / f"sweep-{args.env}-{args.algo}")
     _check_writable_dir(out, "--out", out)
-    from prior_rl.run import jitted, sweep
+    config = _sweep_config(args)
+    from prior_rl.run import sweep
 
-    config = jitted.JitConfig(
-        env=args.env,
-        algo=args.algo,
-        env_steps=args.env_steps,
-        eval_every=args.eval_every,
-        eval_episodes=args.eval_episodes,
-        llm=args.llm,
-        prompt=args.prompt,
-        encoder=args.encoder,
-        k=args.k,
-        features=args.features,
-        discount=args.discount,
-    )
     print(f"{PROG}: {_backend_line(1)}", file=sys.stderr)
     result = sweep.run_sweep(config, args.seeds, args.p_expert, base_seed=args.seed)
     summary = sweep.write_sweep(result, out)
@@ -520,6 +521,37 @@ def _run_sweep(args: argparse.Namespace) -> int:
     timing = {k: round(summary[k], 2) for k in ("table_s", "compile_s", "run_s", "samples_per_s")}
     print(json.dumps({"out": str(out), **timing, "rows": rows}, indent=2))
     return 0
+
+
+def _sweep_config(args: argparse.Namespace) -> Any:
+    """The compiled loop's config of ``prior-rl sweep``: :class:`JitConfig` (value-based, the LLM policy) or
+    :class:`PPOJitConfig`; an option that the chosen algorithm does not use is an error, not ignored."""
+    from prior_rl.run import jitted, jitted_ppo
+
+    ppo = args.algo in jitted_ppo.ALGOS
+    common = dict(
+        env=args.env,
+        algo=args.algo,
+        env_steps=args.env_steps or (10_240 if ppo else 3000),
+        eval_every=args.eval_every or (1024 if ppo else 500),
+        eval_episodes=args.eval_episodes,
+        llm=args.llm,
+        prompt=args.prompt,
+        encoder=args.encoder,
+        features=args.features,
+        prior_floor=args.prior_floor,
+    )
+    if ppo:
+        for flag, value in (("--k", args.k), ("--discount", args.discount)):
+            if value is not None:
+                raise UsageError(f"{flag} applies to dqn-prior/dqn/llm, not --algo {args.algo}; drop it")
+        if args.kl_coef is not None and args.algo != "ppo-prior":
+            raise UsageError("--kl-coef is PPO-Prior's α; use --algo ppo-prior (or drop --kl-coef)")
+        kl = {} if args.kl_coef is None else {"kl_coef": args.kl_coef}
+        return jitted_ppo.PPOJitConfig(**common, **kl)
+    if args.kl_coef is not None:
+        raise UsageError(f"--kl-coef applies to --algo ppo-prior, not {args.algo}; drop it")
+    return jitted.JitConfig(**common, k=args.k or 5, discount=args.discount or "macro")
 
 
 def enable_compilation_cache() -> Optional[str]:

@@ -106,8 +106,13 @@ BAD_DATASET = [
 
 BAD_SWEEP = [
     (["--env", "alfworld-pick"], "no pure-JAX implementation of 'alfworld-pick'; the jitted loop supports: overcooked"),
-    (["--env", "frozen-lake"], "the jitted loop supports: overcooked-tomato-salad"),
-    (["--algo", "ppo"], "algo must be 'dqn-prior', 'dqn' or 'llm'"),
+    (["--env", "frozen-lake", "--discount", "smdp"], "discount='smdp' needs macro actions"),
+    (["--algo", "sac"], "algo must be 'dqn-prior', 'dqn' or 'llm'"),
+    (["--algo", "ppo", "--k", "3"], "--k applies to dqn-prior/dqn/llm, not --algo ppo; drop it"),
+    (["--algo", "ppo", "--kl-coef", "0.1"], "--kl-coef is PPO-Prior's α; use --algo ppo-prior"),
+    (["--kl-coef", "0.1"], "--kl-coef applies to --algo ppo-prior, not dqn-prior"),
+    (["--algo", "ppo", "--eval-every", "500"], "must be multiples of num_envs × rollout_steps = 128"),
+    (["--prior-floor", "2"], "--prior-floor: must be a fraction"),
     (["--seeds", "0"], "--seeds: must be a positive integer"),
     (["--env-steps", "1000", "--eval-every", "300"], "eval_every must divide env_steps"),
     (["--p-expert", "1.5"], "--p-expert: must be a fraction"),

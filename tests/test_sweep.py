@@ -39,3 +39,15 @@ def test_sweep_over_synthetic_priors_adds_a_setting_axis(tmp_path):
     assert result.p_expert[0] < 0.3 < 0.99 < result.p_expert[1]
     summary = sweep.write_sweep(result, tmp_path, plot=False)
     assert {r["setting"] for r in summary["rows"]} == set(result.settings)
+
+
+def test_sweep_command_runs_ppo_prior_on_frozen_lake(tmp_path, capsys):
+    out = tmp_path / "ppo"
+    args = ["sweep", "--env", "frozen-lake", "--algo", "ppo-prior", "--kl-coef", "0.5", "--llm", "expert-mix:0.9"]
+    args += ["--features", "onehot", "--env-steps", "256", "--eval-every", "128", "--eval-episodes", "2"]
+    assert cli.main([*args, "--seeds", "2", "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert [r["eval"] for r in printed["rows"]] == list(jitted.EVAL_MODES)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["kl_coef"] == 0.5 and summary["config"]["algo"] == "ppo-prior"
+    assert {r["env_steps"] for r in csv.DictReader((out / "curves.csv").open())} == {"0", "128", "256"}
