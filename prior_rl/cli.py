@@ -113,6 +113,20 @@ def _optional_steps(text: str) -> Optional[int]:
     return value
 
 
+def add_distributed_arguments(p: argparse.ArgumentParser, what: str) -> None:
+    """``--coordinator`` / ``--num-processes`` / ``--process-id``; ``what`` says what joining does for the command."""
+    p.add_argument(
+        "--coordinator",
+        type=_coordinator,
+        default=None,
+        metavar="HOST:PORT|auto",
+        help="join a multi-process JAX runtime: process 0's address (with --num-processes, --process-id), or "
+        f"'auto' to read all three from SLURM/OpenMPI; {what}",
+    )
+    p.add_argument("--num-processes", type=positive_int, default=None, help="processes in the runtime (--coordinator)")
+    p.add_argument("--process-id", type=nonnegative_int, default=None, help="this process, 0..N-1 (--coordinator)")
+
+
 def _coordinator(text: str) -> str:
     if text == "auto":
         return text
@@ -302,17 +316,9 @@ def _common(p: argparse.ArgumentParser) -> None:
         default=1,
         help="run each update data-parallel over this many devices (the minibatch is split)",
     )
-    p.add_argument(
-        "--coordinator",
-        type=_coordinator,
-        default=None,
-        metavar="HOST:PORT|auto",
-        help="join a multi-process JAX runtime: process 0's address (with --num-processes, --process-id), or "
-        "'auto' to read all three from SLURM/OpenMPI; checks the connection (training across processes is not "
-        "wired yet: docs/scaling.md)",
+    add_distributed_arguments(
+        p, "checks the connection (train/offline across processes is not wired yet; prior-rl sweep is: docs/scaling.md)"
     )
-    p.add_argument("--num-processes", type=positive_int, default=None, help="processes in the runtime (--coordinator)")
-    p.add_argument("--process-id", type=nonnegative_int, default=None, help="this process, 0..N-1 (--coordinator)")
     p.add_argument("--run-dir", default=None, help="where logs, plots and checkpoints go")
     p.add_argument("--checkpoint-every", type=nonnegative_int, default=0, help="updates between checkpoints (0 = none)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --run-dir")
@@ -401,6 +407,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     w.add_argument("--p-expert", type=probability, nargs="+", default=None, metavar="P", help="sweep expert-mix:P")
     w.add_argument("--out", default=None, help="output directory (default runs/sweep-<env>-<algo>)")
+    w.add_argument(
+        "--devices",
+        type=positive_int,
+        default=1,
+        help="split the seeds over this many local devices (with --coordinator: over every device of every process)",
+    )
+    add_distributed_arguments(w, "the seeds are split over every process's devices and process 0 writes --out")
 
     d = sub.add_parser("dataset", help="generate an offline dataset (expert + ε-random mix)")
     d.add_argument("--env", type=env_name, default="overcooked-tomato-lettuce-salad")
@@ -513,14 +526,38 @@ def _run_sweep(args: argparse.Namespace) -> int:
     config = _sweep_config(args)
     from prior_rl.run import sweep
 
-    print(f"{PROG}: {_backend_line(1)}", file=sys.stderr)
-    result = sweep.run_sweep(config, args.seeds, args.p_expert, base_seed=args.seed)
+    processes = _join_processes(args)
+    print(f"{PROG}: {_backend_line(args.devices)}", file=sys.stderr)
+    mesh = _sweep_mesh(args, processes)
+    result = sweep.run_sweep(config, args.seeds, args.p_expert, base_seed=args.seed, mesh=mesh)
+    import jax
+
+    if jax.process_index() != 0:  # one writer: process 0 has every seed's curves too
+        return 0
     summary = sweep.write_sweep(result, out)
     keep = ("setting", "eval", "final_iqm", "final_iqm_lo", "final_iqm_hi", "to_0.9_median", "to_0.9_reached")
     rows = [{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items() if k in keep} for r in summary["rows"]]
     timing = {k: round(summary[k], 2) for k in ("table_s", "compile_s", "run_s", "samples_per_s")}
     print(json.dumps({"out": str(out), **timing, "rows": rows}, indent=2))
     return 0
+
+
+def _sweep_mesh(args: argparse.Namespace, processes: int) -> Any:
+    """None (one device), or the mesh the seeds are split over: ``--devices`` local ones, or with several processes
+    every device of every process; the seed count must divide evenly."""
+    if processes == 1 and args.devices == 1:
+        return None
+    from prior_rl import parallel
+
+    if processes > 1 and args.devices != 1:
+        raise UsageError("--devices applies to one process; with --coordinator the seeds go to every device")
+    mesh = parallel.make_mesh(None if processes > 1 else args.devices)
+    if args.seeds % mesh.devices.size:
+        raise UsageError(
+            f"--seeds {args.seeds} cannot be split evenly over {mesh.devices.size} devices ({processes} process"
+            f"{'es' if processes > 1 else ''}); use a multiple of {mesh.devices.size}"
+        )
+    return mesh
 
 
 def _sweep_config(args: argparse.Namespace) -> Any:
@@ -572,11 +609,24 @@ def enable_compilation_cache() -> Optional[str]:
 def _start_distributed(args: argparse.Namespace) -> None:
     """``--coordinator`` / ``--num-processes`` / ``--process-id``: check them, join the other processes
     (``prior_rl.distributed``), and stop there when there are several: the loops do not run across processes yet."""
+    if _join_processes(args) > 1:
+        import jax
+
+        raise UsageError(
+            f"joined {jax.process_count()} processes ({jax.device_count()} devices) as process "
+            f"{jax.process_index()}, but training across processes is not implemented yet; run each process "
+            "without --coordinator (independent runs), or use prior-rl sweep (seeds across processes), see "
+            "docs/scaling.md"
+        )
+
+
+def _join_processes(args: argparse.Namespace) -> int:
+    """Join the runtime of ``--coordinator`` (checked first); returns the process count (1 without it)."""
     given = {"--num-processes": args.num_processes, "--process-id": args.process_id}
     if args.coordinator is None:
         if any(v is not None for v in given.values()):
             raise UsageError("--num-processes and --process-id go with --coordinator HOST:PORT")
-        return
+        return 1
     from prior_rl import distributed
 
     if args.coordinator == "auto":
@@ -594,12 +644,7 @@ def _start_distributed(args: argparse.Namespace) -> None:
         distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     import jax
 
-    if jax.process_count() > 1:
-        raise UsageError(
-            f"joined {jax.process_count()} processes ({jax.device_count()} devices) as process "
-            f"{jax.process_index()}, but training across processes is not implemented yet; run each process "
-            "without --coordinator (independent runs), see docs/scaling.md"
-        )
+    return jax.process_count()
 
 
 def _backend_line(devices: int) -> str:

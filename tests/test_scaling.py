@@ -316,6 +316,49 @@ def test_joined_processes_say_the_loops_are_not_multi_host_yet(tmp_path):
         assert "not implemented yet" in lines[0]
 
 
+SWEEP = ["sweep", "--env", "frozen-lake", "--algo", "ppo", "--features", "onehot", "--llm", "expert-mix:0.5"]
+SWEEP += ["--env-steps", "1024", "--eval-every", "512", "--eval-episodes", "4", "--seeds", "4"]
+
+
+@pytest.mark.slow  # ~60 s: three Python processes compile the same PPO program at once on 2 cores
+def test_two_process_sweep_equals_the_one_process_sweep(tmp_path):
+    """``prior-rl sweep`` across 2 local CPU processes (one device each): the seeds are split over both devices,
+    process 0 writes the curves, and they equal a one-process run of the same seeds."""
+    import csv
+    import subprocess
+    import sys
+
+    code = "import sys\nfrom prior_rl import cli\nsys.exit(cli.main(sys.argv[1:]))"
+    port, env = _free_port(), _cpu_env()
+    runs = [[*SWEEP, "--out", str(tmp_path / "one")]]
+    runs += [
+        [*SWEEP, "--out", str(tmp_path / "two"), "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
+        + ["--process-id", str(i)]
+        for i in (0, 1)
+    ]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for argv in runs
+    ]
+    try:
+        outs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err.decode()[-3000:]
+    assert b"2 devices" in outs[1][1]  # the backend line of a joined process names both processes' devices
+    one = list(csv.DictReader((tmp_path / "one" / "curves.csv").open()))
+    two = list(csv.DictReader((tmp_path / "two" / "curves.csv").open()))
+    assert len(one) == 4 * 3 and one == two  # every seed's curve, bit for bit as printed
+
+
+def test_sweep_seeds_must_split_evenly_over_the_devices(capsys):
+    assert cli.main([*SWEEP[:-1], "3", "--devices", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "sees only" in err or "cannot be split evenly over 2 devices" in err
+
+
 @pytest.mark.parametrize(
     "extra, fragment",
     [

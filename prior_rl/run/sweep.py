@@ -69,35 +69,68 @@ def run_sweep(
     p_experts: Optional[Sequence[float]] = None,
     base_seed: int = 0,
     store: Any = None,
+    mesh: Any = None,
 ) -> SweepResult:
     """Train ``config`` for every seed (and every synthetic prior of ``p_experts``) in one compiled call.
     ``config``: a :class:`jitted.JitConfig` (DQN-Prior, DQN, the LLM policy) or a
-    :class:`prior_rl.run.jitted_ppo.PPOJitConfig` (PPO, PPO-Prior), whose ``online_view()`` names the tables."""
+    :class:`prior_rl.run.jitted_ppo.PPOJitConfig` (PPO, PPO-Prior), whose ``online_view()`` names the tables.
+    ``mesh``: a 1-D ``jax.sharding.Mesh`` (its devices may span processes, :mod:`prior_rl.distributed`): the seeds
+    are split over its devices, each device trains its share, and every process gets all the curves back; the
+    number of seeds must be a multiple of the mesh size. Each seed's curve is the one a single device gives."""
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     t = time.perf_counter()
-    if isinstance(config, jitted.JitConfig):
-        tables = jitted.build_tables(config, store)
-        train = jitted.make_train(config, tables)
-    else:
-        from prior_rl.run import jitted_ppo
-
-        tables = jitted.build_tables(config.online_view(), store)
-        train = jitted_ppo.make_train(config, tables)
+    tables, train = _tables_and_train(config, store)
     table_s = time.perf_counter() - t
     keys = seed_keys(seeds, base_seed)
     if p_experts:
         expert, _ = jitted.experts(config.env)
         logps = np.stack([jitted.expert_mix_logp(np.asarray(tables.mask), expert, p) for p in p_experts])
-        fn, args = jax.jit(jax.vmap(jax.vmap(train, (0, None)), (None, 0))), (keys, logps)
         settings = [f"expert-mix:{p:g}" for p in p_experts]
     else:
-        logps = np.asarray(tables.logp)[None]
-        fn, args, settings = jax.jit(jax.vmap(train)), (keys,), [config.llm]
-    out, compile_s, run_s = compile_and_run(fn, *args)
-    curves = {k: np.asarray(v) if p_experts else np.asarray(v)[None] for k, v in out.items()}
+        logps, settings = np.asarray(tables.logp)[None], [config.llm]
+    seeded = lambda data, logp: train(jax.random.wrap_key_data(data), logp)
+    per_seed = jax.vmap(seeded, (0, None))  # [S] seeds for one prior
+    one = lambda data, logp: jax.tree.map(lambda x: x[None], per_seed(data, logp[0]))  # the config's own prior
+    fn = jax.vmap(per_seed, (None, 0)) if p_experts else one
+    args = (jax.random.key_data(keys), logps)
+    if mesh is None:
+        out, compile_s, run_s = compile_and_run(jax.jit(fn), *args)
+    else:
+        out, compile_s, run_s = _run_on_mesh(fn, args, mesh)
+    curves = {k: np.asarray(v) for k, v in out.items()}
     steps = curves.pop("env_steps")[0, 0]
     p_measured = [jitted.mean_p_expert(config.env, lp) for lp in logps]
     return SweepResult(config, seeds, settings, p_measured, steps, curves, table_s, compile_s, run_s)
+
+
+def _tables_and_train(config: Any, store: Any) -> tuple[jitted.Tables, Any]:
+    if isinstance(config, jitted.JitConfig):
+        tables = jitted.build_tables(config, store)
+        return tables, jitted.make_train(config, tables)
+    from prior_rl.run import jitted_ppo
+
+    tables = jitted.build_tables(config.online_view(), store)
+    return tables, jitted_ppo.make_train(config, tables)
+
+
+def _run_on_mesh(fn: Any, args: tuple, mesh: Any) -> tuple[dict, float, float]:
+    """``fn(key data [S, 2], logps [H, P, A])`` with the seed axis split over ``mesh``; outputs gathered to numpy
+    on every process."""
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from prior_rl import distributed
+
+    data, logps = args
+    size = mesh.devices.size
+    if data.shape[0] % size:
+        raise ValueError(
+            f"{data.shape[0]} seeds cannot be split evenly over {size} devices; use a multiple of {size} seeds"
+        )
+    placed = (distributed.put(np.asarray(data), mesh, P(mesh.axis_names[0])), distributed.put(logps, mesh))
+    out_sharding = NamedSharding(mesh, P(None, mesh.axis_names[0]))  # [H, S, ...]: split on S
+    out, compile_s, run_s = compile_and_run(jax.jit(fn, out_shardings=out_sharding), *placed)
+    return distributed.fetch(out), compile_s, run_s
 
 
 def summarize(result: SweepResult, reps: int = 2000) -> list[dict[str, Any]]:
