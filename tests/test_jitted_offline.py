@@ -95,7 +95,7 @@ def test_summary_rows_carry_the_dataset_size_and_coverage(tmp_path):
         ({"algo": "dqn"}, "algo must be one of"),
         ({"updates": 1000, "eval_every": 300}, "eval_every must divide updates"),
         ({"td_reduction": "max"}, "td_reduction must be"),
-        ({"env": "frozen-lake"}, "no pure-JAX implementation"),
+        ({"env": "alfworld-pick"}, "no pure-JAX implementation"),
         ({"prompt": "transcript"}, "not a function of the observation"),
     ],
 )

@@ -59,6 +59,8 @@ def test_ppo_prior_starts_at_the_prior_and_the_kl_pulls_towards_it():
     out = jax.jit(jax.vmap(jitted_ppo.make_train(strong)))(sweep.seed_keys(range(2)))
     # the policy's logits start at the prior's, so its greedy policy is the expert's from the first evaluation
     assert np.asarray(out["eval_success"])[:, 0].min() == 1.0
+    assert jitted_ppo.PPOJitConfig().online_view().features == "onehot"  # the defaults are a valid config
+    assert jitted_ppo.PPOJitConfig(prior_floor=0.2).online_view().prior_floor == 0.2  # table options carry over
     with pytest.raises(ValueError, match="multiples of num_envs"):
         dataclasses.replace(LAKE, env_steps=1000)
     with pytest.raises(ValueError, match="algo must be"):

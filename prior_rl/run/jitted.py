@@ -53,7 +53,30 @@ EVAL_MODES = ("greedy", "epsilon", "boltzmann")
 
 
 @dataclasses.dataclass(frozen=True)
-class JitConfig:
+class TableOptions:
+    """What the per-prompt tables (:func:`build_tables`) and the in-program evaluation depend on, shared by the
+    online (:class:`JitConfig`), offline (:class:`prior_rl.run.jitted_offline.OfflineJitConfig`) and PPO
+    (:class:`prior_rl.run.jitted_ppo.PPOJitConfig`) configs; the fields are described in :class:`JitConfig`."""
+
+    eval_episodes: int = 10
+    max_episode_steps: Optional[int] = None
+    llm: str = "smollm2"
+    encoder: str = "minilm"
+    prompt: str = "env"
+    length_normalize: bool = True
+    feature_style: str = "paper"
+    features: str = "text"
+    eval_epsilon: float = 0.05
+    eval_inv_temperature: float = 10.0
+    prior_floor: float = 0.0
+
+    def table_options(self) -> dict[str, Any]:
+        """These fields by name, to build the :class:`JitConfig` whose tables and evaluation a run shares."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(TableOptions)}
+
+
+@dataclasses.dataclass(frozen=True)
+class JitConfig(TableOptions):
     """Defaults mirror :class:`prior_rl.run.config.TrainConfig`; ``eval_every`` must divide ``env_steps`` and be a
     multiple of ``num_envs``. Metrics come at env steps 0, eval_every, ..., env_steps.
 
@@ -94,18 +117,7 @@ class JitConfig:
     gamma: float = 0.99
     tau: float = 0.005
     eval_every: int = 500
-    eval_episodes: int = 10
-    max_episode_steps: Optional[int] = None
-    llm: str = "smollm2"
-    encoder: str = "minilm"
-    prompt: str = "env"
-    length_normalize: bool = True
-    feature_style: str = "paper"
-    features: str = "text"
     discount: str = "macro"
-    eval_epsilon: float = 0.05
-    eval_inv_temperature: float = 10.0
-    prior_floor: float = 0.0
 
     def __post_init__(self):
         task_of(self.env)
@@ -573,6 +585,7 @@ def updates_per_run(config: JitConfig) -> int:
 
 __all__ = [
     "DISCOUNTS",
+    "TableOptions",
     "EVAL_MODES",
     "FEATURES",
     "JAX_ENVS",

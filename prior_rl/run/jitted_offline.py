@@ -36,13 +36,14 @@ OFFLINE_ALGOS = ("cql-prior", "cql")
 
 
 @dataclasses.dataclass(frozen=True)
-class OfflineJitConfig:
+class OfflineJitConfig(jitted.TableOptions):
     """Defaults follow :class:`prior_rl.run.config.OfflineConfig` (the paper's CQL command: batch 128, β = 5,
     τ = 0.005, TD term 0.5·sum-MSE). ``updates_per_dispatch`` must divide ``eval_every``, which must divide
     ``updates``. Metrics come at updates 0, eval_every, ..., updates.
 
     td_reduction: 'sum' (the reference's mse reduction) or 'mean' over the minibatch.
-    features, llm, prompt, encoder, eval_*: as in :class:`prior_rl.run.jitted.JitConfig`.
+    features, llm, prompt, encoder, prior_floor, eval_*: as in :class:`prior_rl.run.jitted.JitConfig`
+    (:class:`prior_rl.run.jitted.TableOptions`).
     """
 
     env: str = "overcooked-tomato-lettuce-salad"
@@ -59,16 +60,6 @@ class OfflineJitConfig:
     learning_rate: float = 5e-4
     gamma: float = 0.99
     tau: float = 0.005
-    eval_episodes: int = 10
-    max_episode_steps: Optional[int] = None
-    llm: str = "smollm2"
-    encoder: str = "minilm"
-    prompt: str = "env"
-    length_normalize: bool = True
-    feature_style: str = "paper"
-    features: str = "text"
-    eval_epsilon: float = 0.05
-    eval_inv_temperature: float = 10.0
 
     def __post_init__(self):
         if self.algo not in OFFLINE_ALGOS:
@@ -92,16 +83,7 @@ class OfflineJitConfig:
             eval_every=4,
             k=self.k,
             max_candidates=self.max_candidates,
-            eval_episodes=self.eval_episodes,
-            max_episode_steps=self.max_episode_steps,
-            llm=self.llm,
-            encoder=self.encoder,
-            prompt=self.prompt,
-            length_normalize=self.length_normalize,
-            feature_style=self.feature_style,
-            features=self.features,
-            eval_epsilon=self.eval_epsilon,
-            eval_inv_temperature=self.eval_inv_temperature,
+            **self.table_options(),
         )
 
 

@@ -32,17 +32,18 @@ ALGOS = ("ppo", "ppo-prior")
 
 
 @dataclasses.dataclass(frozen=True)
-class PPOJitConfig:
+class PPOJitConfig(jitted.TableOptions):
     """``algo``: 'ppo' (α = 0, a policy from scratch) or 'ppo-prior' (``kl_coef`` α > 0, logits started at the
     prior's when ``prior_init``). ``env_steps`` and ``eval_every`` must be multiples of one rollout
-    (``num_envs`` · ``rollout_steps`` samples). ``features``, ``llm``, ``prompt``, ``encoder``: as
-    :class:`prior_rl.run.jitted.JitConfig` (the tables are shared). The PPO settings default to CleanRL's
+    (``num_envs`` · ``rollout_steps`` samples). ``features``, ``llm``, ``prompt``, ``encoder``,
+    ``prior_floor``: as :class:`prior_rl.run.jitted.JitConfig` (:class:`prior_rl.run.jitted.TableOptions`; the
+    tables are shared). The PPO settings default to CleanRL's
     discrete-action PPO (4 envs × 128 steps, 4 epochs × 4 minibatches, lr 2.5e-4, clip 0.2, entropy 0.01, value
     0.5, grad norm 0.5) except that the rollout is shorter (32 steps) to update more often on small budgets."""
 
     env: str = "frozen-lake"
     algo: str = "ppo"
-    env_steps: int = 10_000
+    env_steps: int = 10_240
     num_envs: int = 4
     rollout_steps: int = 32
     num_epochs: int = 4
@@ -59,17 +60,7 @@ class PPOJitConfig:
     prior_init: bool = True
     hidden: tuple[int, ...] = (64, 64)
     eval_every: int = 1024
-    eval_episodes: int = 10
-    max_episode_steps: Optional[int] = None
-    llm: str = "smollm2"
-    encoder: str = "minilm"
-    prompt: str = "env"
-    length_normalize: bool = True
-    feature_style: str = "paper"
-    features: str = "onehot"
-    eval_epsilon: float = 0.05
-    eval_inv_temperature: float = 10.0  # unused by PPO (Boltzmann samples π itself); kept for the shared evaluator
-    prior_floor: float = 0.0  # as JitConfig: mix the prior with f·uniform (no admissible action below f/|A(s)|)
+    features: str = "onehot"  # (eval_inv_temperature is unused: PPO's Boltzmann evaluation samples π itself)
 
     def __post_init__(self):
         if self.algo not in ALGOS:
@@ -94,17 +85,7 @@ class PPOJitConfig:
             num_envs=self.num_envs,
             max_candidates=jitted.num_actions_of(self.env),
             eval_every=self.eval_every,
-            eval_episodes=self.eval_episodes,
-            max_episode_steps=self.max_episode_steps,
-            llm=self.llm,
-            encoder=self.encoder,
-            prompt=self.prompt,
-            length_normalize=self.length_normalize,
-            feature_style=self.feature_style,
-            features=self.features,
-            eval_epsilon=self.eval_epsilon,
-            eval_inv_temperature=self.eval_inv_temperature,
-            prior_floor=self.prior_floor,
+            **self.table_options(),
         )
 
     @property
