@@ -300,3 +300,29 @@ def verdict(a: dict[str, Any], b: dict[str, Any], key: str) -> str:
     if float(a[f"{key}_hi"]) < float(b[f"{key}_lo"]):
         return "A < B"
     return "not resolved"
+
+
+def unit_study(doc: str, name: str, argv: Optional[list[str]], default_seeds: int) -> tuple[argparse.Namespace, Path]:
+    """The command line of a study of resumable units (``--quick``, ``--out``, ``--seeds``, ``--only``), with JAX's
+    compilation cache on: (arguments with ``seeds`` filled in, results folder)."""
+    from prior_rl.cli import enable_compilation_cache
+
+    enable_compilation_cache()
+    p = parser(doc, name)
+    p.add_argument("--only", nargs="*", default=None, help="run only these units (names as in the docstring)")
+    args = p.parse_args(argv)
+    args.seeds = args.seeds or (2 if args.quick else default_seeds)
+    return args, results_dir(name, args.out)
+
+
+def run_units(units: Sequence[Any], only: Optional[Sequence[str]], run: Callable[[Any, Path], Any], out: Path):
+    """Run ``run(unit, out / unit.name)`` for each unit (those named in ``only``, when given), then return the
+    summaries of every finished unit (a ``summary.json`` in its folder), in ``units`` order: the report covers the
+    whole study, not only this call's part."""
+    import json
+
+    for u in units:
+        if only is None or u.name in only:
+            run(u, out / u.name)
+    done = [u for u in units if (out / u.name / "summary.json").exists()]
+    return {u.name: json.loads((out / u.name / "summary.json").read_text()) for u in done}

@@ -38,10 +38,10 @@ from experiments.common import (
     format_ci,
     format_reach,
     log,
-    parser,
     read_curves,
-    results_dir,
+    run_units,
     save_small,
+    unit_study,
     verdict,
     write_csv,
 )
@@ -282,20 +282,8 @@ def report(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: Optional[list[str]] = None, store: Any = None) -> Path:
     del store  # the compiled loop reads its tables from the on-disk cache (built with their own models)
-    from prior_rl.cli import enable_compilation_cache
-
-    enable_compilation_cache()
-    p = parser(__doc__, "overcooked_v2")
-    p.add_argument("--only", nargs="*", default=None, help="run only these units (names as in the docstring)")
-    args = p.parse_args(argv)
-    out = results_dir("overcooked_v2", args.out)
-    seeds = args.seeds or (2 if args.quick else 32)
-    every = units(args.quick)
-    for u in every:
-        if args.only is None or u.name in args.only:
-            run_unit(u, seeds, out / u.name)
-    # the report covers every finished unit, not only this call's (--only reruns one part of the study)
-    summaries = {u.name: run_unit(u, seeds, out / u.name) for u in every if (out / u.name / "summary.json").exists()}
+    args, out = unit_study(__doc__, "overcooked_v2", argv, default_seeds=32)
+    summaries = run_units(units(args.quick), args.only, lambda u, folder: run_unit(u, args.seeds, folder), out)
     rows = summary_rows(summaries)
     write_csv(out / "summary.csv", rows)
     learners = [n for n in summaries if n != "prior-quality"]

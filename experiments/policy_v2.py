@@ -36,10 +36,10 @@ from experiments.common import (
     format_ci,
     format_reach,
     log,
-    parser,
     read_curves,
-    results_dir,
+    run_units,
     save_small,
+    unit_study,
     verdict,
     write_csv,
 )
@@ -200,25 +200,13 @@ def _iqm(x: np.ndarray) -> float:
 
 def main(argv: Optional[list[str]] = None, store: Any = None) -> Path:
     del store  # the compiled loop reads its tables from the on-disk cache (built with their own models)
-    from prior_rl.cli import enable_compilation_cache
-
-    enable_compilation_cache()
-    p = parser(__doc__, "policy_v2")
-    p.add_argument("--only", nargs="*", default=None, help="run only these units (names as in the docstring)")
-    args = p.parse_args(argv)
-    out = results_dir("policy_v2", args.out)
-    seeds = args.seeds or (2 if args.quick else 16)
-    every = units(args.quick)
+    args, out = unit_study(__doc__, "policy_v2", argv, default_seeds=16)
     t = time.perf_counter()
-    for u in every:
-        if args.only is None or u.name in args.only:
-            run_unit(u, seeds, out / u.name)
-    finished = [u for u in every if (out / u.name / "summary.json").exists()]
-    summaries = {u.name: json.loads((out / u.name / "summary.json").read_text()) for u in finished}
+    summaries = run_units(units(args.quick), args.only, lambda u, folder: run_unit(u, args.seeds, folder), out)
     rows = summary_rows(summaries)
     write_csv(out / "summary.csv", rows)
-    if finished:
-        plot_curves(out, {u.name: out / u.name for u in finished})
+    if summaries:
+        plot_curves(out, {name: out / name for name in summaries})
     (out / "report.md").write_text(report(rows) + "\n")
     log(f"wrote {out} ({time.perf_counter() - t:.0f}s)")
     return out
