@@ -9,6 +9,7 @@ Rows (Tomato Salad, DQN-Prior, the loops' shared defaults: 4 env copies, batch 6
 * ``python``: ``prior_rl.run.train`` on the same configuration, warm (from its first evaluation after
   ``eval_every`` samples to the end: every prompt is cached by then) and end to end (loading included), three seeds
   in one process with one model store; the 64-seed end-to-end time is seed 0 plus 63 × the mean of seeds 1-2;
+* ``ppo`` × seeds: the same for the compiled PPO loop (prior_rl.run.jitted_ppo) on Tomato Salad, one-hot features;
 * ``e2e``: 64 seeds × 20,000 samples through ``prior_rl.run.sweep.run_sweep`` end to end (tables from the
   on-disk cache, tracing, compilation, the run), against the Python loop's 64-seed estimate.
 
@@ -82,8 +83,9 @@ def flops_per_sample(config: jitted.JitConfig, tables: jitted.Tables) -> dict[st
     return {"update_flops": update, "forward_flops_per_state": forward, "flops_per_sample": per_sample}
 
 
-def jitted_row(config: jitted.JitConfig, tables, seeds: int) -> dict:
-    train = jax.jit(jax.vmap(jitted.make_train(config, tables)))
+def jitted_row(config, tables, seeds: int, make=jitted.make_train, loop: str = "jitted") -> dict:
+    """One compiled sweep of ``seeds`` seeds (``make``: the loop's ``make_train``; ``loop``: the row's label)."""
+    train = jax.jit(jax.vmap(make(config, tables)))
     keys = sweep.seed_keys(range(seeds))
     t = time.perf_counter()
     compiled = train.lower(keys).compile()
@@ -97,7 +99,7 @@ def jitted_row(config: jitted.JitConfig, tables, seeds: int) -> dict:
     out = jax.block_until_ready(compiled(keys))
     wall = time.perf_counter() - t
     return {
-        "loop": "jitted",
+        "loop": loop,
         "seeds": seeds,
         "samples_per_s": seeds * config.env_steps / wall,
         "wall_s": wall,
@@ -169,6 +171,16 @@ def e2e_row(config: jitted.JitConfig, seeds: int = 64, steps: int = 20_000) -> d
     }
 
 
+def ppo_rows(seeds: list[int], steps: int) -> list[dict]:
+    """``ppo`` rows: the compiled PPO loop (prior_rl.run.jitted_ppo, its defaults: 4 envs × 32-step rollouts, 4
+    epochs × 4 minibatches) on Tomato Salad with one-hot features, the setting in which it learns."""
+    from prior_rl.run import jitted_ppo
+
+    config = jitted_ppo.PPOJitConfig(env="overcooked-tomato-salad", env_steps=steps, eval_every=steps // 2)
+    tables = jitted.build_tables(config.online_view())
+    return [jitted_row(config, tables, s, jitted_ppo.make_train, "ppo") for s in seeds]
+
+
 def print_rows(rows: list[dict], rate: float, flops: dict) -> None:
     print(
         f"device {jax.devices()[0].device_kind}; 2048² f32 matmul {rate / 1e9:.1f} GFLOP/s; "
@@ -178,7 +190,7 @@ def print_rows(rows: list[dict], rate: float, flops: dict) -> None:
     for r in rows:
         if r["loop"] == "e2e":
             continue
-        frac = f"{r['fraction_of_matmul']:.1%}"
+        frac = f"{r['fraction_of_matmul']:.1%}" if r.get("fraction_of_matmul") is not None else "-"
         comp = f"{r['compile_s']:.1f}" if r.get("compile_s") else "-"
         mb = f"{r['bytes_per_seed'] / 1e6:.2f}" if r.get("bytes_per_seed") else "-"
         print(
@@ -208,6 +220,7 @@ def main() -> None:
         )
     for r in rows:
         r["fraction_of_matmul"] = flops["flops_per_sample"] * r["samples_per_s"] / rate
+    rows += ppo_rows(seeds, 2048 if args.quick else 10_240)  # the FLOP count above is DQN-Prior's: no fraction
     if not (args.quick or args.no_e2e):
         rows.append(e2e_row(config))
     print_rows(rows, rate, flops)

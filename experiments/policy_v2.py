@@ -15,7 +15,8 @@ skipped, so a stopped run resumes where it was):
 * ``<task>-ppo-prior-a<α>-<prior>``: PPO-Prior (policy logits started at the prior's, + α·KL(π ‖ p_LLM)) with
   α ∈ {0.01, 0.1, 1}, one-hot features, and the SmolLM2 prior zero-shot (``--prompt env``) or with transcript
   demonstrations (``--prompt transcript-state``); ``-floor``: α = 0.1 with the transcript prior mixed with 10%
-  uniform (``prior_floor=0.1``).
+  uniform (``prior_floor=0.1``); ``-noinit``: α = 0.1 with a policy started from scratch (``prior_init=False``:
+  the KL term is the prior's only influence).
 
 Every evaluation runs greedy (argmax π), ε-greedy (ε = 0.05) and Boltzmann (a sample from π) episodes. Writes
 per-unit ``curves.csv``/``summary.json``, ``summary.csv``, ``report.md`` and ``curves.png`` into
@@ -78,6 +79,9 @@ def units(quick: bool) -> list[Unit]:
                 out.append(Unit(f"{SHORT[env]}-ppo-prior-a{alpha:g}-{label}", cfg))
         floored = dataclasses.replace(out[-2].config, prior_floor=0.1)  # α = 0.1, transcript, + 10% uniform
         out.append(Unit(f"{SHORT[env]}-ppo-prior-a0.1-transcript-floor", floored))
+        for label, prompt, mean in PRIORS:  # α·KL alone: the policy starts from scratch, not at the prior
+            cfg = dataclasses.replace(base, algo="ppo-prior", kl_coef=0.1, prompt=prompt, length_normalize=mean)
+            out.append(Unit(f"{SHORT[env]}-ppo-prior-a0.1-{label}-noinit", dataclasses.replace(cfg, prior_init=False)))
     return out
 
 
