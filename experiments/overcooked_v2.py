@@ -16,7 +16,8 @@ resumes where it was):
   of the observation, so this episode's earlier turns are not in it), placed on the prior-quality curve, and
   ``-floor``: the same prior mixed with 10% uniform (``prior_floor=0.1``: no admissible macro below 0.1/|A|);
 * ``prior-quality``: DQN-Prior on Tomato-Lettuce with synthetic expert-mix priors P ∈ {0, 0.1, 0.2, 0.3, 0.5, 0.9} (one
-  program, a vmap axis over priors), where the real SmolLM2 prior is placed by its measured p(expert).
+  program, a vmap axis over priors; ``prior-quality-0.7`` adds P = 0.7), where the real SmolLM2 prior is placed by
+  its measured p(expert).
 
 Every evaluation runs greedy, ε-greedy (ε = 0.05) and Boltzmann (inverse temperature 10) episodes; the summary
 gives, per unit and mode, the IQM of the final success and of the mean success over the curve with 95% stratified
@@ -85,6 +86,8 @@ def units(quick: bool) -> list[Unit]:
         out.append(Unit(f"{SHORT[env]}-dqn-prior-text-transcript-floor", floored))
         out.append(Unit(f"{SHORT[env]}-llm-text-transcript", dataclasses.replace(transcript, algo="llm")))
     out.append(Unit("prior-quality", jitted.JitConfig(env=TL, env_steps=20_000, eval_every=500), P_EXPERTS))
+    # the grid has 0.7 too; added after the first run as its own program (same config, same seeds)
+    out.append(Unit("prior-quality-0.7", jitted.JitConfig(env=TL, env_steps=20_000, eval_every=500), (0.7,)))
     return out
 
 
@@ -213,6 +216,10 @@ def plot_prior_quality(out: Path, rows: list[dict[str, Any]], real: list[dict[st
 _PRIOR_MARKERS = {"zero-shot": "*", "transcript": "X", "transcript + 10% uniform": "P"}
 
 
+def _is_quality(unit: str) -> bool:
+    return unit.startswith("prior-quality")
+
+
 def _prior_label(unit: str) -> str:
     if unit.endswith("-floor"):
         return "transcript + 10% uniform"
@@ -244,7 +251,7 @@ def report(rows: list[dict[str, Any]]) -> str:
     by = {(r["unit"], r["setting"], r["eval"]): r for r in rows}
     lines = []
     for env, t in SHORT.items():
-        mine = [r for r in rows if r["env"] == env and r["unit"] != "prior-quality"]
+        mine = [r for r in rows if r["env"] == env and not _is_quality(r["unit"])]
         if not mine:
             continue
         lines += [f"**{env}** ({mine[0]['env_steps']:,} samples, {mine[0]['seeds']} seeds)", ""]
@@ -267,7 +274,7 @@ def report(rows: list[dict[str, Any]]) -> str:
                     fin, auc = verdict(ra, rb, "final_iqm"), verdict(ra, rb, "auc_iqm")
                     lines.append(f"| {label} | {mode} | {fin} | {auc} |")
         lines.append("")
-    quality = [r for r in rows if r["unit"] == "prior-quality"]
+    quality = sorted((r for r in rows if _is_quality(r["unit"])), key=lambda r: (r["eval"], float(r["p_expert"])))
     if quality:
         lines += ["**Prior quality** (DQN-Prior, synthetic expert-mix priors)", ""]
         lines += ["| prior | mean p(expert) | eval | final success IQM | samples to 0.9 |", "|---|---|---|---|---|"]
@@ -286,7 +293,7 @@ def main(argv: Optional[list[str]] = None, store: Any = None) -> Path:
     summaries = run_units(units(args.quick), args.only, lambda u, folder: run_unit(u, args.seeds, folder), out)
     rows = summary_rows(summaries)
     write_csv(out / "summary.csv", rows)
-    learners = [n for n in summaries if n != "prior-quality"]
+    learners = [n for n in summaries if not _is_quality(n)]
     if learners:
         plot_curves(out, learners)
         plot_profiles(out, learners)
@@ -299,7 +306,7 @@ def main(argv: Optional[list[str]] = None, store: Any = None) -> Path:
             and r["algo"] == "dqn-prior"
             and r["unit"].endswith(("-text", "-text-transcript", "-transcript-floor"))
         ]
-        plot_prior_quality(out, [r for r in rows if r["unit"] == "prior-quality"], real)
+        plot_prior_quality(out, [r for r in rows if _is_quality(r["unit"])], real)
     (out / "report.md").write_text(report(rows) + "\n")
     log(f"wrote {out}")
     return out
