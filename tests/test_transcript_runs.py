@@ -78,7 +78,7 @@ def test_the_context_cache_is_configurable_and_the_scores_equal(tiny_llm):  # no
         (["train", "--sum-logprobs", "--mean-logprobs"], "not allowed with argument"),
         (
             ["offline", "--prompt", "transcript", "--dataset-size", "10"],
-            "offline runs take --prompt env, paper or chat",
+            "offline runs take --prompt env, paper, chat or transcript-state",
         ),
     ],
 )

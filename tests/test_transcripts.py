@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 
@@ -145,8 +146,10 @@ def test_needs_the_whole_episode_and_a_way_to_play_demonstrations():
         tp(obs)
     assert TranscriptPrompt(require_transcript=False, make_env=envs.make)(plain).turns[0].startswith("Your task")
     lake, _ = envs.make("frozen-lake").reset(seed=0)
+    assert lake.extra["map"] == tuple(envs.make("frozen-lake").desc)  # the env names its own map
+    unnamed = dataclasses.replace(lake, extra={k: v for k, v in lake.extra.items() if k != "map"})
     with pytest.raises(ValueError, match="map"):
-        TranscriptPrompt(require_transcript=False, make_env=envs.make)(lake)
+        TranscriptPrompt(require_transcript=False, make_env=envs.make)(unnamed)
     obs, _ = WithTranscript(envs.make("overcooked-tomato-salad")).reset()
     with pytest.raises(ValueError, match="make_env"):
         TranscriptPrompt()(obs)
