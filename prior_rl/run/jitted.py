@@ -443,12 +443,18 @@ def _policy(agent, config: JitConfig, tables: Tables, table, mode: str):
     return act
 
 
+def start_copies(fns, n: int) -> tuple[Any, jax.Array]:
+    """(env state, observation [n, obs_dim]) of ``n`` copies just reset (reset is deterministic: one start)."""
+    _, _, _, start, start_obs = fns
+    state = jax.tree.map(lambda x: jnp.broadcast_to(jnp.asarray(x), (n,) + x.shape), start)
+    return state, jnp.broadcast_to(jnp.asarray(start_obs), (n,) + start_obs.shape)
+
+
 def evaluate_policy(act, config: JitConfig, fns, agent_state, key) -> tuple[jax.Array, jax.Array]:
     """(success rate, mean return) of ``eval_episodes`` episodes of policy ``act`` run side by side."""
-    _, step, _, start, start_obs = fns
+    step = fns[1]
     n = config.eval_episodes
-    state = jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + x.shape), start)
-    obs = jnp.broadcast_to(jnp.asarray(start_obs), (n,) + start_obs.shape)  # reset is deterministic
+    state, obs = start_copies(fns, n)
 
     def body(c, key):
         state, obs, ret, success, live = c
@@ -462,14 +468,20 @@ def evaluate_policy(act, config: JitConfig, fns, agent_state, key) -> tuple[jax.
     return success.mean(), ret.mean()
 
 
-def evaluate_all(agent, config: JitConfig, fns, tables: Tables, table, agent_state, key) -> dict[str, jax.Array]:
-    """``eval_success_<mode>`` and ``eval_return_<mode>`` (scalars) for every mode of :data:`EVAL_MODES`: the
-    policy over ``config``'s candidates, ``eval_episodes`` episodes each, on the env of ``fns`` (:func:`env_fns`)."""
+def evaluate_modes(policy_for, config: JitConfig, fns, agent_state, key) -> dict[str, jax.Array]:
+    """``eval_success_<mode>`` and ``eval_return_<mode>`` (scalars) for every mode of :data:`EVAL_MODES`, the policy
+    of each mode being ``policy_for(mode)`` (an ``act`` for :func:`evaluate_policy`)."""
     out = {}
     for mode, k in zip(EVAL_MODES, jax.random.split(key, len(EVAL_MODES))):
-        success, ret = evaluate_policy(_policy(agent, config, tables, table, mode), config, fns, agent_state, k)
+        success, ret = evaluate_policy(policy_for(mode), config, fns, agent_state, k)
         out[f"eval_success_{mode}"], out[f"eval_return_{mode}"] = success, ret
     return out
+
+
+def evaluate_all(agent, config: JitConfig, fns, tables: Tables, table, agent_state, key) -> dict[str, jax.Array]:
+    """:func:`evaluate_modes` of the policy over ``config``'s candidates, ``eval_episodes`` episodes per mode, on the
+    env of ``fns`` (:func:`env_fns`)."""
+    return evaluate_modes(lambda mode: _policy(agent, config, tables, table, mode), config, fns, agent_state, key)
 
 
 def _discount(config: JitConfig, done: jax.Array, info: dict) -> jax.Array:
@@ -520,16 +532,13 @@ def _env_step(agent, config, fns, tables, table, c: Carry, _) -> tuple[Carry, No
 
 
 def _init(agent, config: JitConfig, fns, tables: Tables, key: jax.Array) -> Carry:
-    _, _, _, start, start_obs = fns
     k_init, k_cand, key = jax.random.split(key, 3)
     agent_state = agent.init(k_init, tables.feat.shape[-1])
     k = config.max_candidates if config.algo == "dqn" else config.k
     z, m = np.zeros(k, np.int32), np.zeros(k, bool)
     example = replay.IndexedTransition(np.int32(0), z, m, np.float32(0), np.float32(0), z, m)
     buffer = replay.init(example, config.buffer_capacity)
-    n = config.num_envs
-    env_state = jax.tree.map(lambda x: jnp.broadcast_to(jnp.asarray(x), (n,) + x.shape), start)
-    obs = jnp.broadcast_to(jnp.asarray(start_obs), (n,) + start_obs.shape)
+    env_state, obs = start_copies(fns, config.num_envs)
     cand, cand_mask = candidates(config, tables, k_cand, prompt_ids(tables, obs))
     visited = jnp.zeros(tables.mask.shape[0], bool)
     return Carry(agent_state, buffer, env_state, obs, cand, cand_mask, jnp.zeros((), jnp.int32), visited, key)
@@ -596,7 +605,9 @@ __all__ = [
     "candidates",
     "env_fns",
     "evaluate_all",
+    "evaluate_modes",
     "evaluate_policy",
+    "start_copies",
     "expert_mix_logp",
     "experts",
     "make_train",

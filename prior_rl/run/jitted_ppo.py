@@ -229,12 +229,8 @@ def _policy(agent, config: PPOJitConfig, tables, table, mode: str):
 
 def evaluate_all(agent, config: PPOJitConfig, fns, tables, table, agent_state, key) -> dict[str, jax.Array]:
     """``eval_success_<mode>`` / ``eval_return_<mode>`` for every mode of :data:`prior_rl.run.jitted.EVAL_MODES`."""
-    view = config.online_view()
-    out = {}
-    for mode, k in zip(jitted.EVAL_MODES, jax.random.split(key, len(jitted.EVAL_MODES))):
-        act = _policy(agent, config, tables, table, mode)
-        out[f"eval_success_{mode}"], out[f"eval_return_{mode}"] = jitted.evaluate_policy(act, view, fns, agent_state, k)
-    return out
+    policy_for = lambda mode: _policy(agent, config, tables, table, mode)
+    return jitted.evaluate_modes(policy_for, config.online_view(), fns, agent_state, key)
 
 
 def make_train(config: PPOJitConfig, tables: Optional[jitted.Tables] = None, store: Any = None):
@@ -270,12 +266,9 @@ def make_train(config: PPOJitConfig, tables: Optional[jitted.Tables] = None, sto
 
 
 def _init(agent, config: PPOJitConfig, fns, tables, table, key: jax.Array) -> Carry:
-    _, _, _, start, start_obs = fns
     k_init, key = jax.random.split(key)
     agent_state = agent.init(k_init, table.shape[-1], tables.mask.shape[1])
-    n = config.num_envs
-    env_state = jax.tree.map(lambda x: jnp.broadcast_to(jnp.asarray(x), (n,) + x.shape), start)
-    obs = jnp.broadcast_to(jnp.asarray(start_obs), (n,) + start_obs.shape)
+    env_state, obs = jitted.start_copies(fns, config.num_envs)
     visited = jnp.zeros(tables.mask.shape[0], bool)
     return Carry(agent_state, env_state, obs, jnp.zeros((), jnp.int32), visited, key)
 
