@@ -105,10 +105,12 @@ def run(
         for p in synthetic
         for algo in ("dqn-prior", "llm-sampled")
     ]
+    planned: set[Path] = set()  # this call's units; the outputs also keep every other finished unit in ``out``
     for method, llm, method_seeds in plan:
         algo = "llm" if method.startswith("llm") else method
         for seed in method_seeds:
             done = unit_path(out, method, llm, prompt, seed)
+            planned.add(done)
             if done.exists():  # finished by an earlier call: a stopped run resumes at the unit in flight
                 unit = json.loads(done.read_text())
                 rows += unit["rows"]
@@ -190,8 +192,10 @@ def run(
                 cache.save()
             done.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(done, json.dumps({"rows": rows[n_rows:], "curves": curves[n_curves:]}) + "\n")
-            common.write_csv(out / "results.csv", rows)
-            common.write_csv(out / "curves.csv", curves)
+            planned.add(done)
+            all_rows, all_curves = with_other_units(out, planned, rows, curves)
+            common.write_csv(out / "results.csv", all_rows)
+            common.write_csv(out / "curves.csv", all_curves)
             print(
                 f"[alfworld] {method} {prior} seed {seed} done: "
                 + ", ".join(
@@ -201,8 +205,21 @@ def run(
                 ),
                 flush=True,
             )
+    rows, curves = with_other_units(out, planned, rows, curves)
     plot(rows, curves, out / "alfworld.png", episodes)
     return rows
+
+
+def with_other_units(out: Path, planned: set[Path], rows: list[dict], curves: list[dict]) -> tuple[list, list]:
+    """``rows``/``curves`` followed by those of the finished units in ``out`` that this call did not plan, so that a
+    call for some seeds or methods (``--seeds 1 2``) does not shrink results.csv to them."""
+    rows, curves = list(rows), list(curves)
+    for path in sorted((out / "units").glob("*.json")):
+        if path not in planned:
+            unit = json.loads(path.read_text())
+            rows += unit["rows"]
+            curves += unit["curves"]
+    return rows, curves
 
 
 def unit_path(out: Path, method: str, llm: str, prompt: str, seed: int) -> Path:

@@ -35,6 +35,11 @@ def test_alfworld_experiment_quick(tmp_path, capsys):
     again = main(["--quick", "--out", str(tmp_path)])
     assert capsys.readouterr().out.count("done before, skipped") == 6  # 4 methods + 2 synthetic-prior units
     assert list(csv.DictReader(open(tmp_path / "results.csv"))) == table and len(again) == len(rows)
+    # a call for one more seed of one method adds its rows and keeps every other finished unit's
+    more = main(["--quick", "--out", str(tmp_path), "--methods", "dqn", "--seeds", "1", "--synthetic"])
+    grown = list(csv.DictReader(open(tmp_path / "results.csv")))
+    assert {r["seed"] for r in grown if r["method"] == "dqn"} == {"0", "1"}
+    assert len(grown) == len(more) == len(table) + 2 and all(r in grown for r in table)
 
 
 def test_persistent_prior_cache_saves_during_a_run_and_reloads(tmp_path):
