@@ -68,7 +68,7 @@ class VectorEnv:
         self._seed = seed
         self._episodes[:] = 0
         self._actions = [[] for _ in range(self.num_envs)]
-        results = [env.reset(seed=self._episode_seed(i)) for i, env in enumerate(self.envs)]
+        results = self._each_copy(lambda i: self.envs[i].reset(seed=self._episode_seed(i)))
         self.observations = [obs for obs, _ in results]
         return self.observations, [info for _, info in results]
 
@@ -103,15 +103,19 @@ class VectorEnv:
     def _step_copies(self, indices: list[int]) -> list[tuple]:
         """Step every copy; a finished one is reset with its next episode's seed. Per copy: (observation, reward,
         terminated, truncated, info, the finished episode's last observation or None)."""
-        results = []
-        for i, (env, index) in enumerate(zip(self.envs, indices)):
-            obs, reward, term, trunc, info = env.step(index)
-            final = None
-            if term or trunc:
-                final = obs
-                obs, _ = env.reset(seed=self._episode_seed(i, int(self._episodes[i]) + 1))
-            results.append((obs, reward, term, trunc, info, final))
-        return results
+        return self._each_copy(lambda i: self._step_copy(i, indices[i]))
+
+    def _step_copy(self, i: int, index: int) -> tuple:
+        obs, reward, term, trunc, info = self.envs[i].step(index)
+        final = None
+        if term or trunc:
+            final = obs
+            obs, _ = self.envs[i].reset(seed=self._episode_seed(i, int(self._episodes[i]) + 1))
+        return obs, reward, term, trunc, info, final
+
+    def _each_copy(self, fn: Callable[[int], Any]) -> list[Any]:
+        """``[fn(i) for every copy i]`` (:class:`SplitVectorEnv` computes its own copies' and gathers the rest)."""
+        return [fn(i) for i in range(self.num_envs)]
 
     def snapshot(self) -> dict[str, Any]:
         """What it takes to continue these copies elsewhere (JSON): the seed, each copy's episode count and its
@@ -125,17 +129,40 @@ class VectorEnv:
             raise ValueError(f"snapshot of {len(snapshot['episodes'])} copies, this VectorEnv has {self.num_envs}")
         self._seed = snapshot["seed"]
         self._episodes = np.asarray(snapshot["episodes"], np.int64)
-        self._actions = [[] for _ in range(self.num_envs)]
-        observations = []
-        for i, env in enumerate(self.envs):
-            obs, _ = env.reset(seed=self._episode_seed(i))
-            for index in snapshot["actions"][i]:
-                obs, *_ = env.step(int(index))
-                self._actions[i].append(int(index))
-            observations.append(obs)
-        self.observations = observations
-        return observations
+        self._actions = [[int(a) for a in actions] for actions in snapshot["actions"]]
+
+        def replay(i: int) -> TextObservation:
+            obs, _ = self.envs[i].reset(seed=self._episode_seed(i))
+            for index in self._actions[i]:
+                obs, *_ = self.envs[i].step(index)
+            return obs
+
+        self.observations = self._each_copy(replay)
+        return self.observations
 
     def close(self) -> None:
         for env in self.envs:
-            env.close()
+            if env is not None:
+                env.close()
+
+
+class SplitVectorEnv(VectorEnv):
+    """``num_envs`` copies split over the processes of a run: copy i lives in process ``i % group.size``.
+
+    Every process holds the same :class:`VectorEnv` state (seeds, episode counts, observations) and is given the
+    same actions; each steps only its own copies' engines, and ``group.map`` (a
+    :class:`prior_rl.distributed.ProcessGroup`, or anything with ``rank``, ``size``, ``owns(i)`` and ``map``)
+    gathers every copy's result to every process. So the transitions are those of ``VectorEnv(factory,
+    num_envs)`` in one process, with the engine time divided by the process count."""
+
+    def __init__(self, factory: Callable[[], TextEnv], num_envs: int, group: Any):
+        super().__init__(lambda: None, num_envs)  # type: ignore[arg-type,return-value]
+        self.group = group
+        self.envs = [factory() if group.owns(i) else None for i in range(num_envs)]  # type: ignore[misc]
+
+    def _indices(self, actions: Sequence[int | str] | np.ndarray) -> list[int]:
+        # from the copies' current observations, which every process has (a bad index fails in its owner's step)
+        return [self.observations[i].actions.index(a) if isinstance(a, str) else int(a) for i, a in enumerate(actions)]
+
+    def _each_copy(self, fn: Callable[[int], Any]) -> list[Any]:
+        return self.group.map(fn, range(self.num_envs))

@@ -511,9 +511,11 @@ def _run_training(args: argparse.Namespace) -> int:
             **common,
         )
         run = train_offline
-    _start_distributed(args)
+    rank = _start_distributed(args)
     print(f"{PROG}: {_backend_line(args.devices)}", file=sys.stderr)
     result = run(config)
+    if rank != 0:  # one writer: process 0 has the run folder and prints the summary
+        return 0
     last = result.history[-1]
     summary = {k: round(v, 4) if isinstance(v, float) else v for k, v in last.items()}
     print(json.dumps({"run_dir": str(result.run_dir), **summary}, indent=2))
@@ -606,18 +608,25 @@ def enable_compilation_cache() -> Optional[str]:
     return path
 
 
-def _start_distributed(args: argparse.Namespace) -> None:
-    """``--coordinator`` / ``--num-processes`` / ``--process-id``: check them, join the other processes
-    (``prior_rl.distributed``), and stop there when there are several: the loops do not run across processes yet."""
+def _start_distributed(args: argparse.Namespace) -> int:
+    """``--coordinator`` / ``--num-processes`` / ``--process-id``: check them and join the other processes
+    (``prior_rl.distributed``); returns this process's rank. Across processes the value-based loop (dqn-prior, dqn,
+    llm) splits the environment copies and the prior's new prompts and runs one update over every process's
+    devices; the PPO and offline loops do not run across processes yet, and say so before anything is loaded."""
+    if args.coordinator is not None and (args.command != "train" or args.algo not in VALUE_BASED_CLI):
+        what = f"{args.command} --algo {args.algo}"
+        raise UsageError(
+            f"{what} does not run across processes yet; --coordinator works with train --algo "
+            f"{'/'.join(VALUE_BASED_CLI)}, or use prior-rl sweep (seeds across processes), see docs/scaling.md"
+        )
     if _join_processes(args) > 1:
         import jax
 
-        raise UsageError(
-            f"joined {jax.process_count()} processes ({jax.device_count()} devices) as process "
-            f"{jax.process_index()}, but training across processes is not implemented yet; run each process "
-            "without --coordinator (independent runs), or use prior-rl sweep (seeds across processes), see "
-            "docs/scaling.md"
-        )
+        return jax.process_index()
+    return 0
+
+
+VALUE_BASED_CLI = ("dqn-prior", "dqn", "llm")  # the algorithms whose loop runs across processes
 
 
 def _join_processes(args: argparse.Namespace) -> int:

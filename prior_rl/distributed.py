@@ -15,16 +15,20 @@ the devices of all processes and a mesh over them spans the hosts. Every process
 program on the same (global) values: :func:`put` builds each global array from the host value that every process
 holds, keeping only this process's shards. On CPU, cross-process collectives go through gloo (JAX's default).
 
-Not wired into the training loops: they feed the update from one process's replay buffer (see docs/scaling.md,
-"Multi-host data parallelism", for what that needs).
+The value-based training loop runs across processes with a :class:`ProcessGroup` (``prior-rl train
+--coordinator``, ``prior_rl.run.value_loop``): every process runs the same host program on the same values, and the
+expensive pure parts are split: each process steps its own environment copies and scores its share of the
+prompts, the results are all-gathered (:meth:`ProcessGroup.map`), and the update runs over the global mesh.
 """
 
 from __future__ import annotations
 
+import pickle
 import re
 import socket
 import time
-from typing import Any, Optional
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, Optional
 
 import jax
 import numpy as np
@@ -274,3 +278,64 @@ def fetch(tree: Any) -> Any:
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
     return jax.tree.map(leaf, tree)
+
+
+def allgather_objects(obj: Any) -> list[Any]:
+    """Every process's ``obj`` (any picklable value), in process order, on every process: a collective that all
+    processes must call together. Pickled to bytes, padded to the longest, gathered as one uint8 array."""
+    from jax.experimental import multihost_utils
+
+    data = np.frombuffer(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL), np.uint8)
+    sizes = np.asarray(multihost_utils.process_allgather(np.array([data.size], np.int64))).reshape(-1)
+    padded = np.zeros(int(sizes.max()), np.uint8)
+    padded[: data.size] = data
+    gathered = np.asarray(multihost_utils.process_allgather(padded)).reshape(len(sizes), -1)
+    return [pickle.loads(gathered[i, : int(n)].tobytes()) for i, n in enumerate(sizes)]
+
+
+class ProcessGroup(NamedTuple):
+    """This process's place among ``size`` processes running the same program, and how they share work.
+
+    Item i of a list belongs to process ``i % size``. :meth:`map_batch` computes this process's items and returns
+    every item's result on every process, in list order; every process must call it with the same list (the
+    loops guarantee it by running the same program on the same values). ``allgather`` is
+    :func:`allgather_objects` across processes; :func:`local_group` is a group of one (no communication).
+    """
+
+    rank: int
+    size: int
+    allgather: Callable[[Any], list[Any]]
+
+    def owns(self, i: int) -> bool:
+        return i % self.size == self.rank
+
+    def map_batch(self, fn: Callable[[list[Any]], Sequence[Any]], items: Sequence[Any]) -> list[Any]:
+        """``fn(this process's items) -> their results``; returns the results of all ``items`` in order."""
+        items = list(items)
+        mine = items[self.rank :: self.size]
+        results = list(fn(mine)) if mine else []
+        if len(results) != len(mine):
+            raise ValueError(f"map_batch: fn returned {len(results)} results for {len(mine)} items")
+        if self.size == 1:
+            return results
+        shares = self.allgather(results)
+        out: list[Any] = [None] * len(items)
+        for rank, share in enumerate(shares):
+            out[rank :: self.size] = share
+        return out
+
+    def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        """``[fn(x) for x in items]``, each computed by the process that owns it and gathered to all."""
+        return self.map_batch(lambda xs: [fn(x) for x in xs], items)
+
+
+def local_group() -> ProcessGroup:
+    """One process: ``map`` is a plain loop."""
+    return ProcessGroup(0, 1, lambda obj: [obj])
+
+
+def process_group() -> ProcessGroup:
+    """The group of every process of the JAX runtime (after :func:`initialize`; one process without it)."""
+    if jax.process_count() == 1:
+        return local_group()
+    return ProcessGroup(jax.process_index(), jax.process_count(), allgather_objects)

@@ -11,6 +11,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import textwrap
 import types
 
@@ -300,20 +303,47 @@ def test_unreachable_coordinator_is_one_clear_error(tmp_path, process_id):
     assert expected in lines[0] and "Traceback" not in err
 
 
-def test_joined_processes_say_the_loops_are_not_multi_host_yet(tmp_path):
+@pytest.mark.slow  # ~40 s: two processes load JAX and MiniLM and compile the update at once
+def test_joined_processes_train_one_run_and_only_process_0_writes_it(tmp_path):
     port = _free_port()
+    short = ["--algo", "dqn", "--env-steps", "60", "--num-envs", "2", "--eval-every", "60", "--eval-episodes", "2"]
     procs = [
         _cli_in_subprocess(
-            port, "--num-processes", "2", "--process-id", str(i), "--run-dir", str(tmp_path / f"run{i}"), timeout_s=60
+            port,
+            *short,
+            "--num-processes",
+            "2",
+            "--process-id",
+            str(i),
+            "--run-dir",
+            str(tmp_path / f"run{i}"),
+            timeout_s=60,
         )
         for i in (0, 1)
     ]
-    for i, proc in enumerate(procs):
-        out, err = proc.communicate(timeout=180)
-        lines = [x for x in err.strip().splitlines() if x.startswith("prior-rl")]
-        assert proc.returncode == 2, err
-        assert lines == [lines[0]] and f"joined 2 processes (2 devices) as process {i}" in lines[0], err
-        assert "not implemented yet" in lines[0]
+    outs = [proc.communicate(timeout=300) for proc in procs]
+    for i, (proc, (out, err)) in enumerate(zip(procs, outs)):
+        assert proc.returncode == 0, err[-3000:]
+        assert f"process {i} of 2" in err, err[-2000:]
+    stdout = outs[0][0]  # gloo prints a "[Gloo] Rank 0 is connected" line first
+    summary = json.loads(stdout[stdout.index("{") :])
+    assert summary["env_steps"] == 60 and summary["run_dir"] == str(tmp_path / "run0")
+    assert "run_dir" not in outs[1][0]  # one writer: process 1 prints no summary and writes no run folder
+    assert (tmp_path / "run0" / "metrics.csv").exists() and not (tmp_path / "run1").exists()
+
+
+@pytest.mark.parametrize(
+    "argv", [["train", "--algo", "ppo"], ["offline", "--algo", "cql-prior", "--dataset-size", "100"]]
+)
+def test_loops_that_do_not_span_processes_refuse_the_coordinator_before_joining(tmp_path, argv):
+    code = "import sys\nfrom prior_rl import cli\nsys.exit(cli.main(sys.argv[1:]))"
+    args = [*argv, "--coordinator", f"127.0.0.1:{_free_port()}", "--num-processes", "2", "--process-id", "1"]
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], env=_cpu_env(), capture_output=True, text=True, timeout=120
+    )
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert "does not run across processes yet" in lines[0] and "dqn-prior/dqn/llm" in lines[0]
 
 
 SWEEP = ["sweep", "--env", "frozen-lake", "--algo", "ppo", "--features", "onehot", "--llm", "expert-mix:0.5"]

@@ -48,6 +48,29 @@ def _ocp():
     return ocp
 
 
+def _checkpointer():
+    """An orbax Checkpointer for this process alone.
+
+    orbax's defaults make every save a collective: process 0 writes and all processes meet at barriers. Our
+    multi-process runs save from one process only (it holds the whole, replicated state), so under
+    ``jax.distributed`` each process is told it is its own primary host and the only active one: no barrier
+    waits for processes that never call save.
+    """
+    ocp = _ocp()
+    if jax.process_count() == 1:
+        return ocp.Checkpointer(ocp.CompositeCheckpointHandler())
+    rank = jax.process_index()
+    solo = ocp.options.MultiprocessingOptions(
+        primary_host=rank, active_processes={rank}, barrier_sync_key_prefix=f"prior_rl_p{rank}"
+    )
+    handler = ocp.CompositeCheckpointHandler(
+        composite_options=ocp.CompositeOptions(multiprocessing_options=solo),
+        state=ocp.StandardCheckpointHandler(multiprocessing_options=solo),
+        meta=ocp.JsonCheckpointHandler(multiprocessing_options=solo),
+    )
+    return ocp.Checkpointer(handler, multiprocessing_options=solo)
+
+
 def step_path(directory: PathLike, step: int) -> Path:
     return Path(directory) / f"step_{int(step):010d}"
 
@@ -95,7 +118,8 @@ def save(
         json.dumps(metadata)
     except TypeError as e:
         raise TypeError(f"checkpoint metadata must be JSON-serialisable: {e}") from None
-    arrays: dict[str, Any] = {"state": state}
+    # orbax refuses process-local jax.Arrays under jax.distributed; as host numpy they are plain data
+    arrays: dict[str, Any] = {"state": jax.device_get(state) if jax.process_count() > 1 else state}
     meta = {
         "format": _FORMAT,
         "step": int(step),
@@ -108,7 +132,7 @@ def save(
     if rng is not None:
         arrays["rng"], meta["rng_impl"] = _rng_to_array(rng)
     path.parent.mkdir(parents=True, exist_ok=True)
-    ckptr = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
+    ckptr = _checkpointer()
     try:
         ckptr.save(
             path.absolute(), ocp.args.Composite(state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta))
@@ -131,6 +155,8 @@ def _leaf_specs(tree: PyTree) -> list[list]:
 
 
 def _template_arrays(template: PyTree) -> PyTree:
+    if jax.process_count() > 1:  # restore as host numpy: a process-local jax.Array template is refused (see save)
+        return jax.tree.map(lambda x: np.zeros(*_spec(x)), template)
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(*_spec(x)), template)
 
 
@@ -194,8 +220,8 @@ def _restore_path(path: Path, template: PyTree) -> Restored:
         shape = (
             (2,) if meta["rng_impl"] is None else jax.random.key_data(jax.random.key(0, impl=meta["rng_impl"])).shape
         )
-        arrays_template["rng"] = jax.ShapeDtypeStruct(shape, jnp.uint32)
-    ckptr = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
+        arrays_template["rng"] = _template_arrays(jax.ShapeDtypeStruct(shape, jnp.uint32))
+    ckptr = _checkpointer()
     try:
         out = ckptr.restore(path.absolute(), ocp.args.Composite(state=ocp.args.StandardRestore(arrays_template)))
         arrays = out.state

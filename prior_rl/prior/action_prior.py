@@ -197,6 +197,15 @@ class ActionPrior:
         self.model_key = f"{llm.name}|{'mean' if normalize else 'sum'}|{self.action_prefix!r}"
         self.counters: dict[str, float] = dict.fromkeys(COUNTERS, 0)
         self._in_candidates = False  # logprobs() inside candidates() is timed by candidates()
+        self.group: Any = None  # set by split_scoring: the processes that share the scoring of new prompts
+
+    def split_scoring(self, group: Any) -> None:
+        """Share :meth:`logprobs`' work with the other processes of ``group`` (a
+        :class:`prior_rl.distributed.ProcessGroup`): each scores its share of a call's new prompts and every process
+        receives all the scores, so the caches stay the same everywhere. Every process must then make the same
+        calls in the same order (a run across processes does: it runs the same program on the same values).
+        Generation (``mode="generate"``) and :meth:`action_features` are not split."""
+        self.group = group if group is not None and group.size > 1 else None
 
     # -- counters ------------------------------------------------------------------------------------------
     def reset_counters(self) -> None:
@@ -316,7 +325,12 @@ class ActionPrior:
             for _, prompt, conts, key in todo:
                 unique.setdefault(key, (prompt, conts))
             keys = list(unique)
-            scores = self._score([unique[k][0] for k in keys], [unique[k][1] for k in keys])
+            if self.group is None:
+                scores = self._score([unique[k][0] for k in keys], [unique[k][1] for k in keys])
+            else:  # this process scores its share; the others' scores arrive in the same order
+                scores = self.group.map_batch(
+                    lambda part: self._score([p for p, _ in part], [c for _, c in part]), [unique[k] for k in keys]
+                )
             computed = {}
             for key, s in zip(keys, scores):
                 computed[key] = (s - np.logaddexp.reduce(s)).astype(np.float32)

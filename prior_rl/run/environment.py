@@ -23,10 +23,20 @@ def make_env(config: Any, **extra: Any) -> envs.TextEnv:
     return env
 
 
-def make_vector_env(config: Any) -> envs.VectorEnv:
-    """The run's ``num_envs`` copies: stepped in this process, or in ``config.env_workers`` worker processes
-    (:class:`envs.workers.WorkerVectorEnv`; the same transitions, the engines stepping at the same time)."""
+def make_vector_env(config: Any, group: Any = None) -> envs.VectorEnv:
+    """The run's ``num_envs`` copies: stepped in this process, in ``config.env_workers`` worker processes
+    (:class:`envs.workers.WorkerVectorEnv`), or split over the processes of ``group`` (a
+    :class:`prior_rl.distributed.ProcessGroup` of several processes: :class:`envs.vector.SplitVectorEnv`); the
+    same transitions every way, the engines stepping at the same time."""
     workers = getattr(config, "env_workers", 0)
+    if group is not None and group.size > 1:
+        import functools
+
+        from envs.vector import SplitVectorEnv
+
+        if workers:
+            raise ValueError("--env-workers and a run across processes both split the copies; use one of them")
+        return SplitVectorEnv(functools.partial(make_env, config), config.num_envs, group)
     if workers:
         import functools
 

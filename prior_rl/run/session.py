@@ -37,8 +37,10 @@ class Checkpoints:
     """Saving and resuming the run state every ``checkpoint_every`` steps of a clock (updates, or env samples for
     the LLM policy, which has no updates)."""
 
-    def __init__(self, config: Any, featurizer: Any, prior: Any):
-        self.config, self.featurizer, self.prior = config, featurizer, prior
+    def __init__(self, config: Any, featurizer: Any, prior: Any, write: bool = True):
+        """``write`` False: this process restores (``--resume``) but never saves (a run across processes saves
+        from process 0 only)."""
+        self.config, self.featurizer, self.prior, self.write = config, featurizer, prior, write
         self.manager = (
             ckpt.CheckpointManager(Path(config.run_dir) / "checkpoints", every=config.checkpoint_every)
             if config.run_dir and config.checkpoint_every
@@ -55,7 +57,8 @@ class Checkpoints:
         return True
 
     def save(self, clock: int, state: run_state.RunState) -> None:
-        run_state.save(self.manager, clock, state, self.featurizer, self.prior)
+        if self.write:
+            run_state.save(self.manager, clock, state, self.featurizer, self.prior)
 
     def exists(self, clock: int) -> bool:
         return ckpt.step_path(self.manager.directory, clock).exists()
@@ -82,11 +85,15 @@ def check_finite(metrics: dict, updates: int, where: str, recorder: Any, checkpo
     return loss
 
 
-def make_replay_update(agent: Any, num_updates: int, batch_size: int, devices: int = 1) -> Callable:
+def make_replay_update(agent: Any, num_updates: int, batch_size: int, devices: int = 1, processes: int = 1) -> Callable:
     """``update(state, buffer, table, key) -> (state, metrics[num_updates])``: sample [U, B] rows from the replay
     buffer and run U scanned updates, each gathering its own minibatch's features from ``table`` — on one device,
     or data-parallel over ``devices`` (the minibatch split across a mesh, parameters replicated;
-    ``prior_rl.parallel``)."""
+    ``prior_rl.parallel``), or with ``processes`` > 1 over every device of every process (each process holds the
+    same buffer and key, so draws the same global batch, and keeps only its devices' part of it; the new state and
+    metrics come back to every process as host arrays)."""
+    if processes > 1:
+        return _global_replay_update(agent, num_updates, batch_size)
     if devices <= 1:
 
         @jax.jit
@@ -103,5 +110,25 @@ def make_replay_update(agent: Any, num_updates: int, batch_size: int, devices: i
     def update(state, buffer, table, key):
         # blocking each multi-device call keeps fake CPU devices out of the all-reduce stall (docs/llm-offline.md §8.4)
         return jax.block_until_ready(sharded(state, shard_batches(draw(buffer, key), mesh), table))
+
+    return update
+
+
+def _global_replay_update(agent: Any, num_updates: int, batch_size: int) -> Callable:
+    from jax.sharding import PartitionSpec as P
+
+    from prior_rl import distributed
+    from prior_rl.parallel import make_mesh, make_sharded_update
+
+    mesh = make_mesh()  # after distributed.initialize: every device of every process
+    sharded = make_sharded_update(agent, mesh)
+    draw = jax.jit(lambda buffer, key: replay.sample(buffer, key, num_updates, batch_size))
+
+    def update(state, buffer, table, key):
+        batches = jax.device_get(draw(buffer, key))
+        out = sharded(
+            distributed.put(state, mesh), distributed.put(batches, mesh, P(None, "data")), distributed.put(table, mesh)
+        )
+        return distributed.fetch(jax.block_until_ready(out))
 
     return update

@@ -20,6 +20,7 @@ import numpy as np
 from prior_rl import replay
 from prior_rl.agents import QConfig, make_dqn, make_dqn_prior
 from prior_rl.bridge.candidates import Featurizer
+from prior_rl.distributed import ProcessGroup, process_group
 from prior_rl.run import state as run_state
 from prior_rl.run.acting import Candidates, Explore, Policy, make_policy
 from prior_rl.run.config import PRIOR_ALGOS, TrainConfig
@@ -70,8 +71,16 @@ def _example_item(k: int) -> replay.IndexedTransition:
     )
 
 
-def _setup(config: TrainConfig, store: ModelStore, on_log) -> tuple[_Loop, RunState]:
+def _setup(config: TrainConfig, store: ModelStore, on_log, group: ProcessGroup) -> tuple[_Loop, RunState]:
+    if config.num_envs < group.size:  # checked before any model is loaded
+        raise ValueError(
+            f"--num-envs {config.num_envs} gives some of the {group.size} processes no environment copy; "
+            f"use at least {group.size}"
+        )
     prior = store.run_prior(config) if config.algo in PRIOR_ALGOS else None
+    if group.size > 1:
+        if hasattr(prior, "split_scoring"):
+            prior.split_scoring(group)
     agent = featurizer = update = None
     if config.algo == "llm":
         policy = make_policy("llm", config, prior=prior, sample=config.llm_sample)
@@ -79,14 +88,18 @@ def _setup(config: TrainConfig, store: ModelStore, on_log) -> tuple[_Loop, RunSt
         featurizer = Featurizer(store.encoder(config.encoder), config.style)
         agent = make_q_agent(config)
         policy = make_policy("q", config, agent, prior, featurizer, prior_candidates=config.algo == "dqn-prior")
-        update = make_replay_update(agent, config.updates_per_train, config.batch_size, config.devices)
-    checkpoints = Checkpoints(config, featurizer, prior)
-    recorder = Recorder(dataclasses.replace(config, resume=checkpoints.resuming), prior, on_log)
+        update = make_replay_update(agent, config.updates_per_train, config.batch_size, config.devices, group.size)
+    writer = group.rank == 0  # one process writes the run folder (logs, checkpoints); every one keeps the history
+    checkpoints = Checkpoints(config, featurizer, prior, write=writer)
+    shown = dataclasses.replace(config, resume=checkpoints.resuming)
+    if not writer:
+        shown = dataclasses.replace(shown, run_dir=None, checkpoint_every=0, resume=False, progress=False)
+    recorder = Recorder(shown, prior, on_log)
     loop = _Loop(
         config,
         policy,
         agent,
-        make_vector_env(config),
+        make_vector_env(config, group),
         recorder,
         checkpoints,
         update,
@@ -223,10 +236,19 @@ def _maybe_log(loop: _Loop, state: RunState) -> None:
 
 
 def train_value_based(
-    config: TrainConfig, on_log: Optional[Callable[[dict], None]] = None, store: Optional[ModelStore] = None
+    config: TrainConfig,
+    on_log: Optional[Callable[[dict], None]] = None,
+    store: Optional[ModelStore] = None,
+    group: Optional[ProcessGroup] = None,
 ) -> TrainResult:
-    """DQN-Prior, DQN or the pure-LLM policy for ``config.env_steps`` environment samples."""
-    loop, state = _setup(config, store or ModelStore(), on_log)
+    """DQN-Prior, DQN or the pure-LLM policy for ``config.env_steps`` environment samples.
+
+    Across processes (``group``, default :func:`prior_rl.distributed.process_group`: every process of the JAX
+    runtime, so after ``distributed.initialize`` a run spans them all): every process runs this same loop on the
+    same values; the environment copies and the prior's new prompts are split between them and their results
+    gathered, the update runs over every process's devices, and process 0 writes the run folder. The result is the
+    one-process run's with the same ``num_envs`` and batch (up to float reassociation in the update)."""
+    loop, state = _setup(config, store or ModelStore(), on_log, group or process_group())
     pending = run_state.pending_from_json(state.host.pending)
     pending = Candidates(*pending) if pending is not None else None
     while state.host.env_steps < config.env_steps:
