@@ -72,13 +72,15 @@ def run(
     synthetic_seeds: Optional[list[int]] = None,
     store: Optional[ModelStore] = None,
     prompt: str = "env",
+    env_workers: int = 0,
 ) -> list[dict]:
     """Train and evaluate every method; ``eval_episodes`` None = every game of the split once. ``prompt``: the LLM
     prior's prompt family ("transcript": 3 expert demonstrations of other training tasks + the episode so far,
     summed scores; :mod:`prior_rl.prior.transcripts`). ``synthetic``: also
     DQN-Prior and the sampled prior policy with the expert-mixture prior (``prior_rl.prior.synthetic``) at each of these
     p(expert), over ``synthetic_seeds`` (default ``seeds``; these runs make no LLM calls, so they afford more).
-    ``store``: the models every run shares (default: a new store for this call)."""
+    ``store``: the models every run shares (default: a new store for this call). ``env_workers``: step the training
+    copies in that many worker processes (``envs.workers``; the same transitions as in-process, 0 = in-process)."""
     store = store if store is not None else ModelStore()
     out.mkdir(parents=True, exist_ok=True)
     sizes = split_sizes()
@@ -88,6 +90,7 @@ def run(
     base = dict(
         env="alfworld-pick",
         num_envs=2,
+        env_workers=env_workers,
         eval_episodes=episodes["train"],
         max_episode_steps=cap,
         max_candidates=64,
@@ -373,6 +376,13 @@ def main(argv: list[str] | None = None, store: Optional[ModelStore] = None) -> l
         default="env",
         help="the LLM prior's prompt (transcript: expert demonstrations of other training tasks + the episode so far)",
     )
+    parser.add_argument(
+        "--env-workers",
+        type=int,
+        choices=(0, 1, 2),
+        default=0,
+        help="worker processes that step the 2 training copies' ALFWorld engines (0: in this process)",
+    )
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
     if args.quick:
@@ -406,6 +416,7 @@ def main(argv: list[str] | None = None, store: Optional[ModelStore] = None) -> l
         args.synthetic_seeds if args.synthetic_seeds is not None else synth_seeds,
         store if store is not None else ModelStore(),
         args.prompt,
+        env_workers=args.env_workers,
     )
     print(
         f"{'method':10s} {'prior':15s} {'seed':>4s} {'split':7s} {'k':>3s} {'success':>8s} {'length':>7s} "

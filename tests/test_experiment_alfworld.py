@@ -72,3 +72,16 @@ def test_persistent_prior_cache_saves_during_a_run_and_reloads(tmp_path):
     fresh.cache = PriorCache()
     PersistentPriorCache(fresh, path)
     assert len(fresh.cache) == 2 and fresh.cache.misses == 0
+
+
+def test_alfworld_experiment_with_env_workers_matches_in_process(tmp_path):
+    """``--env-workers 2`` steps the training copies in worker processes: the same rows as in-process."""
+    from experiments.alfworld import main
+
+    keep = ("method", "prior", "seed", "split", "k", "success", "return", "length", "train_episodes")
+    tables = []
+    for workers in ("0", "2"):
+        out = tmp_path / f"w{workers}"
+        main(["--quick", "--methods", "dqn", "--synthetic", "--env-workers", workers, "--out", str(out)])
+        tables.append([{k: r[k] for k in keep} for r in csv.DictReader(open(out / "results.csv"))])
+    assert tables[0] == tables[1] and len(tables[0]) == 2
