@@ -613,20 +613,20 @@ def _start_distributed(args: argparse.Namespace) -> int:
     (``prior_rl.distributed``); returns this process's rank. Across processes the value-based loop (dqn-prior, dqn,
     llm) splits the environment copies and the prior's new prompts and runs one update over every process's
     devices; the PPO and offline loops do not run across processes yet, and say so before anything is loaded."""
-    if args.coordinator is not None and (args.command != "train" or args.algo not in VALUE_BASED_CLI):
+    from prior_rl.run.config import VALUE_ALGOS
+
+    across = (*VALUE_ALGOS, "llm")  # the value loop's algorithms: the loop that runs across processes
+    if args.coordinator is not None and (args.command != "train" or args.algo not in across):
         what = f"{args.command} --algo {args.algo}"
         raise UsageError(
             f"{what} does not run across processes yet; --coordinator works with train --algo "
-            f"{'/'.join(VALUE_BASED_CLI)}, or use prior-rl sweep (seeds across processes), see docs/scaling.md"
+            f"{'/'.join(across)}, or use prior-rl sweep (seeds across processes), see docs/scaling.md"
         )
     if _join_processes(args) > 1:
         import jax
 
         return jax.process_index()
     return 0
-
-
-VALUE_BASED_CLI = ("dqn-prior", "dqn", "llm")  # the algorithms whose loop runs across processes
 
 
 def _join_processes(args: argparse.Namespace) -> int:

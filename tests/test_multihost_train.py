@@ -10,14 +10,12 @@ parameters agree (the update's float reassociation aside), both processes did pa
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 
-from tests.test_scaling import _cpu_env, _free_port
+from tests.test_scaling import _free_port, run_scripts_together
 
 SCRIPT = textwrap.dedent("""
     import json, sys, tempfile
@@ -58,22 +56,10 @@ CLOCKS = ("wall_s", "llm_s", "samples_per_s", "env_steps_per_s")  # wall-clock f
 
 @pytest.mark.slow  # ~60 s on 2 cores: three processes load JAX, MiniLM and a tiny LLM at once
 def test_two_process_value_based_run_equals_one_process(tmp_path):
-    port, env = _free_port(), _cpu_env()
+    port = _free_port()
     runs = [["worker", str(tmp_path / f"p{i}.json"), str(tmp_path / f"run{i}"), str(i), str(port)] for i in (0, 1)]
     runs.append(["single", str(tmp_path / "single.json"), str(tmp_path / "single_run")])
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", SCRIPT, *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        for argv in runs
-    ]
-    try:
-        outs = [p.communicate(timeout=400)[0] for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    for p, out in zip(procs, outs):
-        assert p.returncode == 0, out[-3000:]
+    run_scripts_together(SCRIPT, runs, timeout_s=400)
     single = json.loads((tmp_path / "single.json").read_text())
     for i in (0, 1):
         got = json.loads((tmp_path / f"p{i}.json").read_text())

@@ -231,41 +231,36 @@ def _cpu_env() -> dict:
     return env
 
 
-@pytest.mark.slow  # ~40 s on the shared 2-core machine: three Python processes start JAX at once
-def test_two_process_data_parallel_update_equals_one_process(tmp_path):
+def run_scripts_together(script: str, argvs: list[list[str]], timeout_s: float) -> list[str]:
+    """Start ``python -c script *argv`` for every argv at once (local CPU processes, ``_cpu_env``), wait for all,
+    and return each one's output (stdout and stderr); fails with the tail of the first that did not exit 0."""
     import subprocess
     import sys
 
-    import numpy as np
-
-    port, env = _free_port(), _cpu_env()
-    cmd = [sys.executable, "-c", MULTIHOST]
+    env = _cpu_env()
     procs = [
         subprocess.Popen(
-            [*cmd, "worker", str(tmp_path / f"p{i}.npz"), str(i), str(port)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+            [sys.executable, "-c", script, *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
-        for i in (0, 1)
+        for argv in argvs
     ]
-    procs.append(
-        subprocess.Popen(
-            [*cmd, "single", str(tmp_path / "single.npz")],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    )
     try:
-        outs = [p.communicate(timeout=240)[0] for p in procs]
+        outs = [p.communicate(timeout=timeout_s)[0] for p in procs]
     finally:
         for p in procs:
             p.kill()
     for p, out in zip(procs, outs):
         assert p.returncode == 0, out[-3000:]
+    return outs
+
+
+@pytest.mark.slow  # ~40 s on the shared 2-core machine: three Python processes start JAX at once
+def test_two_process_data_parallel_update_equals_one_process(tmp_path):
+    import numpy as np
+
+    port = _free_port()
+    argvs = [["worker", str(tmp_path / f"p{i}.npz"), str(i), str(port)] for i in (0, 1)]
+    run_scripts_together(MULTIHOST, [*argvs, ["single", str(tmp_path / "single.npz")]], timeout_s=240)
     single = np.load(tmp_path / "single.npz")
     for i in (0, 1):
         got = np.load(tmp_path / f"p{i}.npz")

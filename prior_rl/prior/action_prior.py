@@ -325,12 +325,13 @@ class ActionPrior:
             for _, prompt, conts, key in todo:
                 unique.setdefault(key, (prompt, conts))
             keys = list(unique)
-            if self.group is None:
-                scores = self._score([unique[k][0] for k in keys], [unique[k][1] for k in keys])
-            else:  # this process scores its share; the others' scores arrive in the same order
-                scores = self.group.map_batch(
-                    lambda part: self._score([p for p, _ in part], [c for _, c in part]), [unique[k] for k in keys]
-                )
+            items = [unique[k] for k in keys]
+
+            def score(part: list) -> list:
+                return self._score([p for p, _ in part], [c for _, c in part])
+
+            # across processes this process scores its share; the others' scores arrive in the same order
+            scores = score(items) if self.group is None else self.group.map_batch(score, items)
             computed = {}
             for key, s in zip(keys, scores):
                 computed[key] = (s - np.logaddexp.reduce(s)).astype(np.float32)

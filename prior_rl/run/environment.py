@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import envs
@@ -30,16 +31,12 @@ def make_vector_env(config: Any, group: Any = None) -> envs.VectorEnv:
     same transitions every way, the engines stepping at the same time."""
     workers = getattr(config, "env_workers", 0)
     if group is not None and group.size > 1:
-        import functools
-
         from envs.vector import SplitVectorEnv
 
         if workers:
             raise ValueError("--env-workers and a run across processes both split the copies; use one of them")
         return SplitVectorEnv(functools.partial(make_env, config), config.num_envs, group)
     if workers:
-        import functools
-
         from envs.workers import WorkerVectorEnv
 
         return WorkerVectorEnv(functools.partial(make_env, config), config.num_envs, min(workers, config.num_envs))

@@ -78,9 +78,8 @@ def _setup(config: TrainConfig, store: ModelStore, on_log, group: ProcessGroup) 
             f"use at least {group.size}"
         )
     prior = store.run_prior(config) if config.algo in PRIOR_ALGOS else None
-    if group.size > 1:
-        if hasattr(prior, "split_scoring"):
-            prior.split_scoring(group)
+    if hasattr(prior, "split_scoring"):  # a group of one changes nothing
+        prior.split_scoring(group)
     agent = featurizer = update = None
     if config.algo == "llm":
         policy = make_policy("llm", config, prior=prior, sample=config.llm_sample)
